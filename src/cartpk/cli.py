@@ -90,9 +90,8 @@ def nca(
     file: Annotated[Path, typer.Argument(help="Dataset (CSV, long NONMEM-style format).")],
     analyte: Annotated[str | None, typer.Option(help="Analyte to analyse, e.g. CART.")] = None,
     interval: Annotated[
-        list[tuple[float, float]] | None,
-        typer.Option(help="Interval AUC start end (days); repeatable."),
-    ] = None,
+        tuple[float, float], typer.Option(help="Interval AUC: start end (days).")
+    ] = (0.0, 28.0),
     auc_method: Annotated[
         str, typer.Option(help="AUC method: linear or lin-up/log-down.")
     ] = "lin-up/log-down",
@@ -103,8 +102,7 @@ def nca(
     from .nca import nca as run_nca
     from .nca import nca_summary
 
-    intervals = [tuple(pair) for pair in interval] if interval else [(0.0, 28.0)]
-    table = run_nca(file, analyte=analyte, intervals=intervals, auc_method=auc_method)
+    table = run_nca(file, analyte=analyte, intervals=[interval], auc_method=auc_method)
     show(f"NCA of {file} ({auc_method})", table)
     show(f"Summary by {by}" if by else "Summary", nca_summary(table, by=by))
     if output is not None:
