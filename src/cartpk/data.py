@@ -56,10 +56,17 @@ def canonical_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 def numeric(frame: pd.DataFrame, column: str) -> None:
     """Convert a column to float in place on our copy, naming rows that are not numbers."""
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna() & frame[column].notna() & (frame[column].astype(str).str.strip() != "")
+    raw = frame[column]
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        frame[column] = raw.astype(float)
+        return
+    values = pd.to_numeric(raw, errors="coerce")
+    suspect = values.isna() & raw.notna()
+    bad = suspect & (raw[suspect].astype(str).str.strip() != "").reindex(
+        raw.index, fill_value=False
+    )
     if bad.any():
-        found = ", ".join(repr(v) for v in frame.loc[bad, column].head(3))
+        found = ", ".join(repr(v) for v in raw[bad].head(3))
         fail(frame, bad, column, f"not a number (found {found})")
     frame[column] = values.astype(float)
 
