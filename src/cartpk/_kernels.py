@@ -306,19 +306,38 @@ def _dopri_attempt(p, W, s, h, rtol, atol, k_out, obuf):
     """
     n = W.shape[1]
     t = s[_T]
-    for stage in range(1, 7):
-        for i in range(n):
-            acc = _DP_A[stage, 0] * W[_F0, i]
-            for j in range(1, stage):
-                acc += _DP_A[stage, j] * W[_K + j - 1, i]
-            W[_YS, i] = W[_Y, i] + h * acc
-        _f(p, t + _DP_C[stage] * h, s, W[_YS], W[_K + stage - 1], k_out, obuf)
+    y, k1, ys = W[_Y], W[_F0], W[_YS]
+    k2, k3, k4, k5, k6, k7 = W[_K], W[_K + 1], W[_K + 2], W[_K + 3], W[_K + 4], W[_K + 5]
+    a = _DP_A
     for i in range(n):
-        W[_YN, i] = W[_YS, i]
-        acc = _DP_E[0] * W[_F0, i]
-        for j in range(1, 7):
-            acc += _DP_E[j] * W[_K + j - 1, i]
-        W[_DY, i] = acc
+        ys[i] = y[i] + h * a[1, 0] * k1[i]
+    _f(p, t + _DP_C[1] * h, s, ys, k2, k_out, obuf)
+    for i in range(n):
+        ys[i] = y[i] + h * (a[2, 0] * k1[i] + a[2, 1] * k2[i])
+    _f(p, t + _DP_C[2] * h, s, ys, k3, k_out, obuf)
+    for i in range(n):
+        ys[i] = y[i] + h * (a[3, 0] * k1[i] + a[3, 1] * k2[i] + a[3, 2] * k3[i])
+    _f(p, t + _DP_C[3] * h, s, ys, k4, k_out, obuf)
+    for i in range(n):
+        ys[i] = y[i] + h * (a[4, 0] * k1[i] + a[4, 1] * k2[i] + a[4, 2] * k3[i] + a[4, 3] * k4[i])
+    _f(p, t + _DP_C[4] * h, s, ys, k5, k_out, obuf)
+    for i in range(n):
+        ys[i] = y[i] + h * (
+            a[5, 0] * k1[i] + a[5, 1] * k2[i] + a[5, 2] * k3[i] + a[5, 3] * k4[i] + a[5, 4] * k5[i]
+        )
+    _f(p, t + h, s, ys, k6, k_out, obuf)
+    yn = W[_YN]
+    for i in range(n):
+        yn[i] = y[i] + h * (
+            a[6, 0] * k1[i] + a[6, 2] * k3[i] + a[6, 3] * k4[i] + a[6, 4] * k5[i] + a[6, 5] * k6[i]
+        )
+    _f(p, t + h, s, yn, k7, k_out, obuf)
+    e = _DP_E
+    err = W[_DY]
+    for i in range(n):
+        err[i] = (
+            e[0] * k1[i] + e[2] * k3[i] + e[3] * k4[i] + e[4] * k5[i] + e[5] * k6[i] + e[6] * k7[i]
+        )
     return _error_norm(W, _DY, h, rtol, atol)
 
 
