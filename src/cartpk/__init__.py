@@ -6,6 +6,7 @@ The public API is the names listed in ``__all__``.
 from .data import Dataset, read_dataset
 from .errors import DataError, FitError, ModelError, SolverError
 from .exposure import exposure
+from .fit import FitResult, fit
 from .model import Model, list_models, load_model
 from .nca import nca, nca_summary
 from .solve import simulate
@@ -16,11 +17,13 @@ __all__ = [
     "DataError",
     "Dataset",
     "FitError",
+    "FitResult",
     "Model",
     "ModelError",
     "SolverError",
     "__version__",
     "exposure",
+    "fit",
     "list_models",
     "load_model",
     "nca",

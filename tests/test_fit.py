@@ -1,0 +1,82 @@
+"""Individual fits: recovery of known truth (simulated with the closed form), priors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cartpk.errors import FitError
+from cartpk.fit import fit
+
+DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)
+TRUTH = {"C0": 6.0, "rho": 0.85, "tmax": 10.0, "Fb": 0.01, "alpha": 0.2, "beta": 0.004}
+
+
+def stein(t: np.ndarray, c0, rho, tmax, fb, alpha, beta) -> np.ndarray:
+    """DESIGN.md closed form of ck_stein (copies/ug)."""
+    after = np.maximum(t - tmax, 0.0)
+    peak = c0 * np.exp(rho * np.minimum(t, tmax))
+    return peak * ((1 - fb) * np.exp(-alpha * after) + fb * np.exp(-beta * after))
+
+
+def profile(noise_sd: float = 0.0, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dv = stein(DAYS, *TRUTH.values()) * np.exp(rng.normal(0, noise_sd, DAYS.size))
+    return pd.DataFrame({"ID": 1, "TIME": DAYS, "DV": dv})
+
+
+def test_noise_free_data_recover_the_truth() -> None:
+    result = fit("ck_stein", profile(), error={"CART": ("log", {"sigma": 0.2})})
+    assert result.success
+    for name, value in TRUTH.items():
+        assert result.estimates[name] == pytest.approx(value, rel=1e-4)
+
+
+def test_noisy_fit_reports_uncertainty_and_criteria() -> None:
+    result = fit("ck_stein", profile(0.2, seed=3), n_starts=2, seed=4)
+    table = result.table().set_index("parameter")
+    assert result.success and result.n_at_best >= 1
+    for name, value in TRUTH.items():
+        assert table.loc[name, "ci95_low"] < value < table.loc[name, "ci95_high"]
+    assert table.loc["dose_exp", "fixed"]
+    assert result.aic == pytest.approx(result.ofv + 2 * 7)
+    assert result.bic == pytest.approx(result.ofv + np.log(13) * 7)
+
+
+def test_prior_pulls_a_weak_estimate_and_spares_a_strong_one() -> None:
+    data = profile(0.2, seed=5)
+    free = fit("ck_stein", data)
+    prior = {"beta": (0.001, 0.05), "tmax": (20.0, 1.0)}
+    shrunk = fit("ck_stein", data, priors=prior)
+    assert abs(np.log(shrunk.estimates["beta"] / 0.001)) < abs(
+        np.log(free.estimates["beta"] / 0.001)
+    )
+    assert shrunk.estimates["tmax"] == pytest.approx(free.estimates["tmax"], rel=0.01)
+
+
+def test_censored_points_enter_the_likelihood() -> None:
+    data = profile(0.2, seed=6)
+    data["LLOQ"] = 100.0
+    low = data["DV"] < 100
+    data.loc[low, "DV"] = 100.0
+    data["CENS"] = low.astype(int)
+    result = fit("ck_stein", data)
+    assert result.success
+    assert result.n_obs == 13
+    assert result.estimates["tmax"] == pytest.approx(TRUTH["tmax"], rel=0.15)
+
+
+def test_several_subjects_need_an_id() -> None:
+    two = pd.concat([profile(), profile().assign(ID=2)])
+    with pytest.raises(FitError, match="2 subjects: choose one with id="):
+        fit("ck_stein", two)
+    with pytest.raises(FitError, match="id 3 is not in the data"):
+        fit("ck_stein", two, id=3)
+
+
+def test_bad_error_model_and_prior_are_named() -> None:
+    with pytest.raises(FitError, match="error model 'cubic' for CART"):
+        fit("ck_stein", profile(), error={"CART": "cubic"})
+    with pytest.raises(FitError, match="prior on 'gamma'"):
+        fit("ck_stein", profile(), priors={"gamma": (1.0, 0.1)})
