@@ -115,7 +115,10 @@ def test_models_lists_builtins() -> None:
         assert name in result.stdout
 
 
-def test_demo_runs() -> None:
-    result = run_cli("demo")
+def test_demo_runs(tmp_path: Path) -> None:
+    figure = tmp_path / "poems.png"
+    result = run_cli("demo", "--figure", str(figure))
     assert result.returncode == 0, result.stderr
     assert "cmax" in result.stdout
+    assert "VEGF first below 50 % of baseline" in result.stdout
+    assert figure.stat().st_size > 10_000

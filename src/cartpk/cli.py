@@ -162,18 +162,64 @@ def simulate(
 
 @app.command()
 @reports_errors
-def demo() -> None:
-    """Run the worked example on the bundled data sets."""
+def demo(
+    figure: Annotated[Path, typer.Option(help="Where to save the seed-case figure.")] = Path(
+        "poems_vegf.png"
+    ),
+) -> None:
+    """Run the worked examples on the bundled data sets."""
     from .nca import nca as run_nca
     from .nca import nca_summary
 
-    trial = bundled("phase1_trial.csv")
-    typer.echo("cartpk demo: NCA of the bundled synthetic phase 1 CAR-T trial")
+    typer.echo("cartpk demo 1: NCA of the bundled synthetic phase 1 CAR-T trial")
     typer.echo("(30 subjects, 1.0 / 2.0 / 3.0 x10^6 CAR-T cells/kg; qPCR copies/ug DNA)")
-    table = run_nca(trial, analyte="CART", intervals=[(0, 28)])
+    table = run_nca(bundled("phase1_trial.csv"), analyte="CART", intervals=[(0, 28)])
     summary = nca_summary(table, by="DOSE")
     keep = ["cmax", "tmax", "auc_0_28", "half_life"]
     show("Per-dose summary", summary[summary["parameter"].isin(keep)])
+    poems_demo(figure)
+
+
+def poems_demo(figure: Path) -> None:
+    """The seed case: ck_vegf fitted to the first POEMS patient's VEGF with CAR-T priors."""
+    import warnings
+
+    from .demo import plot_poems, poems_fit, poems_report
+
+    typer.echo("\ncartpk demo 2: POEMS seed case, KQ-2003 (BCMA/CD19 CAR-T), trial CTR20242409")
+    typer.echo("ck_vegf fitted to serum VEGF on days 0, 14, 28 (MAP; CAR-T kinetics from")
+    typer.echo("BCMA CAR-T priors in data/bcma_cart_priors.csv; VEGF error CV fixed at 10 %)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = poems_fit()
+    report = poems_report(result)
+    show("Parameters (determined_by: did the three VEGF points move it?)", report["parameters"])
+    show("VEGF (ng/L), observed and predicted", report["vegf"])
+    typer.echo(
+        f"\nVEGF first below 50 % of baseline (partial response): day "
+        f"{report['day_below_half']:.1f}"
+    )
+    typer.echo(f"VEGF within 10 % of its floor Bnorm: day {report['day_near_floor']:.1f}")
+    show(
+        "Model-predicted CAR-T exposure (copies/ug, day; 95 % interval from the "
+        "parameter covariance)",
+        report["exposure"],
+    )
+    parameters = report["parameters"]
+    groups = {
+        "data": "determined by the three VEGF points",
+        "poorly determined": "estimated but poorly determined (RSE >= 50 %)",
+        "prior": "held by their priors",
+    }
+    for label, text in groups.items():
+        names = parameters.loc[parameters["determined_by"] == label, "parameter"]
+        typer.echo(f"{text}: {', '.join(names) or 'none'}")
+    typer.echo("CAR-T levels for this patient would be needed to separate CAR-T expansion")
+    typer.echo("from the kill rate: without them, kkill trades off against the CAR-T level.")
+    for warning in caught:
+        typer.echo(f"fit warning: {warning.message}")
+    plot_poems(result, figure)
+    typer.echo(f"\nwrote {figure}")
 
 
 def main() -> None:
