@@ -33,16 +33,6 @@ expression = "y"
 """
 
 
-@pytest.fixture(scope="module")
-def stein() -> Model:
-    return load_model("ck_stein")
-
-
-@pytest.fixture(scope="module")
-def target() -> Model:
-    return load_model("ck_target")
-
-
 def stein_level(t: float, C0, rho, tmax, Fb, alpha, beta) -> float:
     after = max(t - tmax, 0.0)
     decay = (1 - Fb) * np.exp(-alpha * after) + Fb * np.exp(-beta * after)

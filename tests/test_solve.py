@@ -86,21 +86,6 @@ expression = "y"
 
 
 @pytest.fixture(scope="module")
-def stein() -> Model:
-    return load_model("ck_stein")
-
-
-@pytest.fixture(scope="module")
-def vegf() -> Model:
-    return load_model("ck_vegf")
-
-
-@pytest.fixture(scope="module")
-def target() -> Model:
-    return load_model("ck_target")
-
-
-@pytest.fixture(scope="module")
 def robertson(tmp_path_factory: pytest.TempPathFactory) -> Model:
     path = tmp_path_factory.mktemp("models") / "robertson.toml"
     path.write_text(ROBERTSON)

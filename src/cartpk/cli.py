@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,11 +25,6 @@ app = typer.Typer(
 )
 
 USER_ERRORS = (DataError, ModelError, SolverError, FitError, FileNotFoundError, ValueError)
-
-
-def bundled(name: str) -> Path:
-    """Path of a data set shipped with cartpk (``data/`` in the source tree)."""
-    return Path(str(files("cartpk.datasets") / name))
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -168,6 +162,7 @@ def demo(
     ),
 ) -> None:
     """Run the worked examples on the bundled data sets."""
+    from .demo import bundled
     from .nca import nca as run_nca
     from .nca import nca_summary
 
