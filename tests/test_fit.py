@@ -8,6 +8,7 @@ import pytest
 
 from cartpk.errors import FitError
 from cartpk.fit import fit
+from cartpk.fit_result import FitTable
 
 DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)
 TRUTH = {"C0": 6.0, "rho": 0.85, "tmax": 10.0, "Fb": 0.01, "alpha": 0.2, "beta": 0.004}
@@ -67,10 +68,15 @@ def test_censored_points_enter_the_likelihood() -> None:
     assert result.estimates["tmax"] == pytest.approx(TRUTH["tmax"], rel=0.15)
 
 
-def test_several_subjects_need_an_id() -> None:
-    two = pd.concat([profile(), profile().assign(ID=2)])
-    with pytest.raises(FitError, match="2 subjects: choose one with id="):
-        fit("ck_stein", two)
+def test_several_subjects_are_fitted_one_by_one() -> None:
+    two = pd.concat([profile(), profile(0.2, seed=2).assign(ID=2)])
+    table = fit("ck_stein", two, error={"CART": ("log", {"sigma": 0.2})})
+    assert isinstance(table, FitTable) and len(table) == 2
+    assert table[1].estimates["tmax"] == pytest.approx(TRUTH["tmax"], rel=1e-4)
+    alone = fit("ck_stein", profile(0.2, seed=2), error={"CART": ("log", {"sigma": 0.2})})
+    assert table[2].estimates == pytest.approx(alone.estimates)
+    wide = table.table().set_index("ID")
+    assert list(wide.index) == [1, 2] and wide["success"].all()
     with pytest.raises(FitError, match="id 3 is not in the data"):
         fit("ck_stein", two, id=3)
 

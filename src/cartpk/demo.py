@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .exposure import exposure  # noqa: E402
-from .fit import FitResult, fit, to_natural  # noqa: E402
+from .fit import FitResult, fit  # noqa: E402
+from .scales import to_natural  # noqa: E402
 
 VEGF_ERROR_CV = 0.1  # assumed assay CV of serum VEGF (fixed: three points cannot estimate it)
 BNORM_PRIOR = (200.0, 0.5)  # ng/L, log-scale SD: a normal serum VEGF, weakly held
@@ -119,10 +120,10 @@ def plot_poems(result: FitResult, path: str | PathLike[str]) -> None:
     """Observed VEGF with the fit, and the predicted CAR-T level (log axis)."""
     grid = np.linspace(0, 60, 601)
     pred = result.predict(grid)
-    obs = result.problem.obs
+    obs = result.observations
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     top.plot(grid, pred["VEGF"], label="ck_vegf fit (MAP)")
-    top.plot(obs.time, obs.dv, "o", color="k", label="observed (KQ-2003, patient 1)")
+    top.plot(obs["TIME"], obs["DV"], "o", color="k", label="observed (KQ-2003, patient 1)")
     top.axhline(result.estimates["B0"] / 2, ls=":", color="grey", label="50 % of baseline")
     top.set_ylabel("serum VEGF (ng/L)")
     top.legend(fontsize=8)
@@ -139,15 +140,15 @@ def plot_poems(result: FitResult, path: str | PathLike[str]) -> None:
 
 def poems_report(result: FitResult) -> dict[str, pd.DataFrame | float]:
     """The numbers the demo prints: tables, predicted vs observed, response days."""
-    obs = result.problem.obs
-    at_obs = result.predict(obs.time)
+    obs = result.observations
+    at_obs = result.predict(obs["TIME"])
     grid = np.arange(0, 180.0001, 0.05)
     vegf = result.predict(grid)["VEGF"].to_numpy()
     baseline, floor = result.estimates["B0"], result.estimates["Bnorm"]
     return {
         "parameters": determined_by(result),
         "vegf": pd.DataFrame(
-            {"day": obs.time, "observed": obs.dv, "predicted": at_obs["VEGF"].to_numpy()}
+            {"day": obs["TIME"], "observed": obs["DV"], "predicted": at_obs["VEGF"].to_numpy()}
         ),
         "day_below_half": first_day(grid, vegf, 0.5 * baseline),
         "day_near_floor": first_day(grid, vegf, 1.1 * floor),

@@ -1,11 +1,12 @@
-"""Individual fits with lmfit: maximum likelihood (or MAP with priors) for one subject.
+"""Individual fits with lmfit: maximum likelihood (or MAP with priors), subject by subject.
 
 The objective is −2 log-likelihood over all analytes (error model per analyte, censored
-points by the M3 likelihood) plus a Gaussian prior penalty. Parameters are estimated on
-their model scale (log, logit or none); standard errors come from a finite-difference
-Hessian of the objective on that scale (covariance = 2·H⁻¹), back-transformed by the
-delta method, with 95 % intervals transformed from the estimation scale.
-Predictions come from the numba solver (:func:`cartpk.solve.solve_batch`).
+points by the M3 likelihood) plus a Gaussian prior penalty, evaluated by the model's numba
+likelihood kernel (``m2ll_one``: solve and sum in one compiled call, no scipy inside the
+loop). Parameters are estimated on their model scale (log, logit or none) and error
+parameters on the log scale. Standard errors come from a finite-difference Hessian of the
+objective on that scale (covariance = 2·H⁻¹), back-transformed by the delta method, with
+95 % intervals transformed from the estimation scale.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import numpy as np
 import pandas as pd
 
 from .data import Dataset, as_dataset
-from .errors import FitError
-from .likelihood import ERROR_MODELS, m2ll_censored, m2ll_observed
+from .errors import DataError, FitError
+from .fit_result import FitResult, FitTable
+from .likelihood import ERROR_MODELS, KIND_CODES, ObservationArrays, pack_observations
 from .model import Model, load_model
-from .solve import solve_batch
+from .scales import SCALE_CODES, estimation_bounds, to_estimation
+from .solve import METHODS, method_code
 
 FAILED_OBJECTIVE = 1e12
 ERROR_STARTS = {"sigma": 0.3, "b": 0.2, "a": 1.0}
@@ -32,62 +35,12 @@ class FitWarning(UserWarning):
     """A fit ran but its result needs care: not converged, or not identifiable."""
 
 
-def to_estimation(value: float, scale: str, lower: float, upper: float) -> float:
-    """Map a natural-scale value to its estimation scale."""
-    if scale == "log":
-        return float(np.log(value))
-    if scale == "logit":
-        return float(np.log((value - lower) / (upper - value)))
-    return float(value)
-
-
-def to_natural(x: np.ndarray | float, scale: str, lower: float, upper: float) -> np.ndarray:
-    """Inverse of :func:`to_estimation`."""
-    x = np.asarray(x, dtype=float)
-    if scale == "log":
-        return np.exp(x)
-    if scale == "logit":
-        return lower + (upper - lower) / (1 + np.exp(-x))
-    return x
-
-
-@dataclass
-class Observations:
-    """One subject's observations as flat arrays, in solver order (sorted by time)."""
-
-    time: np.ndarray
-    dv: np.ndarray
-    censored: np.ndarray
-    lloq: np.ndarray
-    output: np.ndarray
-    analyte: np.ndarray
-    covariates: dict[str, float]
-    excluded_before_infusion: int
-
-
-def subject_observations(ds: Dataset, subject: Any, model: Model) -> Observations:
-    """Collect one subject's observations; rows before TIME 0 are counted, not used."""
-    obs = ds.observations()
-    obs = obs[obs["ID"] == subject]
-    ds.require_analytes(model.outputs)
-    early = int((obs["TIME"] < 0).sum())
-    obs = obs[obs["TIME"] >= 0].sort_values("TIME", kind="stable")
-    covariates = ds.subject_covariates().loc[subject]
-    return Observations(
-        time=obs["TIME"].to_numpy(float),
-        dv=obs["DV"].to_numpy(float),
-        censored=obs["CENS"].to_numpy() == 1,
-        lloq=obs["LLOQ"].to_numpy(float),
-        output=np.array([model.outputs.index(a) for a in obs["ANALYTE"]], dtype=int),
-        analyte=obs["ANALYTE"].to_numpy(str),
-        covariates={c: float(covariates[c]) for c in model.covariate_names if c in covariates},
-        excluded_before_infusion=early,
-    )
-
-
 def error_spec(error: Any, analytes: tuple[str, ...]) -> dict[str, tuple[str, dict[str, float]]]:
     """Normalise ``error``: analyte -> (kind, {fixed error parameters})."""
     given = error or {}
+    unknown = set(given) - set(analytes)
+    if unknown:
+        raise FitError(f"error model for {sorted(unknown)}: no such analyte in the data")
     spec = {}
     for analyte in analytes:
         entry = given.get(analyte, "log")
@@ -104,8 +57,12 @@ def error_spec(error: Any, analytes: tuple[str, ...]) -> dict[str, tuple[str, di
 
 
 def build_parameters(model: Model, params: Any, errors: dict) -> lmfit.Parameters:
-    """lmfit Parameters on the estimation scale: model parameters then error parameters."""
-    given = params or {}
+    """lmfit Parameters on the estimation scale: model parameters then error parameters.
+
+    ``params`` maps a name to a start value or to {"value", "min", "max", "vary"}, or is an
+    ``lmfit.Parameters`` on the natural scale.
+    """
+    given = as_mapping(params)
     error_names = {f"{a}_{n}" for a, (kind, _) in errors.items() for n in ERROR_MODELS[kind]}
     unknown = set(given) - set(model.param_names) - error_names
     if unknown:
@@ -124,88 +81,139 @@ def build_parameters(model: Model, params: Any, errors: dict) -> lmfit.Parameter
         out.add(name, value=x, vary=vary, min=bounds[0], max=bounds[1])
     for analyte, (kind, fixed) in errors.items():
         for name in ERROR_MODELS[kind]:
-            value = fixed.get(name, given.get(f"{analyte}_{name}", ERROR_STARTS[name]))
-            out.add(f"{analyte}_{name}", value=np.log(value), vary=name not in fixed)
+            full = f"{analyte}_{name}"
+            entry = given.get(full, {})
+            entry = entry if isinstance(entry, dict) else {"value": entry}
+            value = fixed.get(name, entry.get("value", ERROR_STARTS[name]))
+            if not value > 0:
+                raise FitError(f"error parameter {full}: must be > 0, got {value}")
+            vary = name not in fixed and entry.get("vary", True)
+            out.add(full, value=np.log(value), vary=vary)
     return out
 
 
-def estimation_bounds(scale: str, lower: float, upper: float, p_lower: float, p_upper: float):
-    """Bounds of a parameter on its estimation scale."""
-    if scale == "log":
-        return (np.log(lower) if lower > 0 else -np.inf, np.log(upper))
-    if scale == "logit":
-        inner = [
-            to_estimation(v, scale, p_lower, p_upper) if p_lower < v < p_upper else None
-            for v in (lower, upper)
-        ]
-        return (
-            inner[0] if inner[0] is not None else -np.inf,
-            inner[1] if inner[1] is not None else np.inf,
-        )
-    return (lower, upper)
+def as_mapping(params: Any) -> dict[str, Any]:
+    """``params`` as name -> value or {"value", "min", "max", "vary"} (natural scale)."""
+    if params is None:
+        return {}
+    if isinstance(params, lmfit.Parameters):
+        return {
+            name: {"value": p.value, "min": p.min, "max": p.max, "vary": p.vary}
+            for name, p in params.items()
+        }
+    return dict(params)
 
 
 @dataclass
 class Problem:
-    """Everything the objective needs, precomputed once per fit."""
+    """One subject's objective on the estimation scale, evaluated by the numba kernels.
+
+    ``x`` is the vector of every parameter in ``names`` order (model parameters on their
+    scale, then error parameters on the log scale). Several points ``X`` (k, len(names))
+    are evaluated in one parallel kernel call (finite differences, Hessians).
+    """
 
     model: Model
-    obs: Observations
+    obs: ObservationArrays
     errors: dict[str, tuple[str, dict[str, float]]]
     priors: dict[str, tuple[float, float]]
-    rtol: float
-    atol: float
+    names: list[str]
+    solver: np.ndarray
     failures: int = 0
+    evaluations: int = 0
+    _c: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def natural(self, values: dict[str, float]) -> np.ndarray:
-        """Model parameters on the natural scale, in declared order."""
-        return np.array(
-            [
-                float(to_natural(values[n], p.scale, p.lower, p.upper))
-                for n, p in self.model.parameters.items()
-            ]
+    def __post_init__(self) -> None:
+        pars = list(self.model.parameters.values())
+        kind = np.array([KIND_CODES[self.errors[a][0]] for a in self.obs.analyte], dtype=np.int64)
+        self._c.update(
+            n_par=len(pars),
+            scale=np.array([SCALE_CODES[p.scale] for p in pars]),
+            lower=np.array([p.lower for p in pars]),
+            upper=np.array([p.upper for p in pars]),
+            kind=kind,
+            ea_index=self._error_index(("sigma", "a")),
+            eb_index=self._error_index(("b",)),
+            prior_index=np.array([self.names.index(n) for n in self.priors], dtype=int),
+            prior_mean=np.array([m for m, _ in self.priors.values()]),
+            prior_sd=np.array([sd for _, sd in self.priors.values()]),
         )
 
-    def predict(self, natural: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """Model outputs (n_times, n_outputs) for one subject, NaN if the solve failed."""
-        sol = solve_batch(
-            self.model,
-            natural[None, :],
-            self.obs.covariates or None,
-            times=times,
-            rtol=self.rtol,
-            atol=self.atol,
-            on_failure="nan",
-        )
-        return sol.values
-
-    def objective(self, values: dict[str, float]) -> tuple[float, float]:
-        """(−2LL, prior penalty) at the given estimation-scale values."""
-        pred_all = self.predict(self.natural(values), self.obs.time)
-        pred = pred_all[np.arange(self.obs.time.size), self.obs.output]
-        m2ll = 0.0
+    def _error_index(self, which: tuple[str, ...]) -> np.ndarray:
+        """Per observation row, the index in ``names`` of its error parameter (or -1)."""
+        index = np.full(self.obs.analyte.size, -1)
         for analyte, (kind, _) in self.errors.items():
-            error = {n: float(np.exp(values[f"{analyte}_{n}"])) for n in ERROR_MODELS[kind]}
-            rows = self.obs.analyte == analyte
-            m2ll += self.analyte_m2ll(kind, rows, pred, error)
-        penalty = sum(((values[name] - mean) / sd) ** 2 for name, (mean, sd) in self.priors.items())
-        return m2ll, penalty
+            for name in ERROR_MODELS[kind]:
+                if name in which:
+                    index[self.obs.analyte == analyte] = self.names.index(f"{analyte}_{name}")
+        return index
 
-    def analyte_m2ll(self, kind: str, rows: np.ndarray, pred: np.ndarray, error: dict) -> float:
-        """−2LL of one analyte's rows; a failed or non-positive prediction is penalised."""
-        f = pred[rows]
-        if not np.all(np.isfinite(f)) or (kind in ("log", "proportional") and np.any(f <= 0)):
-            self.failures += 1
-            return FAILED_OBJECTIVE
-        cens = self.obs.censored[rows]
-        quantified = m2ll_observed(kind, self.obs.dv[rows][~cens], f[~cens], error)
-        censored = m2ll_censored(kind, self.obs.lloq[rows][cens], f[cens], error)
-        return float(quantified.sum() + censored.sum())
+    def natural(self, X: np.ndarray) -> np.ndarray:
+        """Model parameters on the natural scale from estimation-scale points (k, n) or (n,)."""
+        c = self._c
+        phi = np.atleast_2d(X)[:, : c["n_par"]]
+        lower, upper, scale = c["lower"], c["upper"], c["scale"]
+        with np.errstate(over="ignore"):
+            logit = lower + (upper - lower) / (1 + np.exp(-phi))
+            out = np.where(scale == 1, np.exp(phi), np.where(scale == 2, logit, phi))
+        return out if np.ndim(X) == 2 else out[0]
 
-    def total(self, params: lmfit.Parameters) -> float:
-        """The scalar lmfit minimises: −2LL + prior penalty."""
-        m2ll, penalty = self.objective(params.valuesdict())
-        return m2ll + penalty
+    def points(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Residuals (k, 2·n_obs) and −2LL (k,) at estimation-scale points X (k, n)."""
+        c, obs = self._c, self.obs
+        k = X.shape[0]
+        self.evaluations += k
+        P = np.hstack([self.natural(X), np.repeat(obs.covariates[:1], k, axis=0)])
+        EA = np.where(c["ea_index"] >= 0, np.exp(X[:, c["ea_index"]]), 0.0)
+        EB = np.where(c["eb_index"] >= 0, np.exp(X[:, c["eb_index"]]), 0.0)
+        R = np.empty((k, 2 * obs.time.size))
+        m2ll = np.empty(k)
+        pred = np.empty((k, obs.time.size, len(self.model.outputs)))
+        self.model.kernels.points_batch(
+            P, EA, EB, obs.time, obs.out, obs.dv, obs.cens, obs.lloq, c["kind"],
+            obs.d_time, obs.d_amt, self.solver, pred, R, m2ll,
+        )  # fmt: skip
+        failed = ~np.isfinite(m2ll)
+        self.failures += int(failed.sum())
+        return R, np.where(failed, FAILED_OBJECTIVE, m2ll)
+
+    def prior_residuals(self, X: np.ndarray) -> np.ndarray:
+        """(θ − μ) / SD of each prior on the estimation scale, per point."""
+        c = self._c
+        return (np.atleast_2d(X)[:, c["prior_index"]] - c["prior_mean"]) / c["prior_sd"]
+
+    def objective(self, x: np.ndarray) -> tuple[float, float]:
+        """(−2LL, prior penalty) at the estimation-scale vector x."""
+        _, m2ll = self.points(x[None, :])
+        z = self.prior_residuals(x)[0]
+        return float(m2ll[0]), float(z @ z)
+
+    def totals(self, X: np.ndarray) -> np.ndarray:
+        """−2LL + prior penalty at each point of X (k, n)."""
+        _, m2ll = self.points(X)
+        return m2ll + np.sum(self.prior_residuals(X) ** 2, axis=1)
+
+    def total(self, x: np.ndarray) -> float:
+        """−2LL + prior penalty at x."""
+        return float(self.totals(x[None, :])[0])
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        """Residuals whose sum of squares is −2LL + prior penalty + a constant."""
+        R, _ = self.points(x[None, :])
+        return np.concatenate([R[0], self.prior_residuals(x)[0]])
+
+    def jacobian(self, x: np.ndarray, varied: list[int]) -> np.ndarray:
+        """Forward-difference Jacobian (varied entries × residuals) of :meth:`residuals`.
+
+        Steps are 1e-5·max(1, |x_j|), far above the solver's tolerance; all n + 1 points are
+        solved in one parallel call.
+        """
+        X = np.repeat(x[None, :], len(varied) + 1, axis=0)
+        steps = 1e-5 * np.maximum(1.0, np.abs(x[varied]))
+        X[np.arange(1, len(varied) + 1), varied] += steps
+        R, _ = self.points(X)
+        full = np.hstack([R, self.prior_residuals(X)])
+        return (full[1:] - full[0]) / steps[:, None]
 
 
 def prior_means(model: Model, priors: Any) -> dict[str, tuple[float, float]]:
@@ -221,107 +229,21 @@ def prior_means(model: Model, priors: Any) -> dict[str, tuple[float, float]]:
     return out
 
 
-def hessian(fun, x: np.ndarray, step: float = 1e-4) -> np.ndarray:
-    """Central finite-difference Hessian of a scalar function."""
-    n = x.size
-    h = np.empty((n, n))
-    for i in range(n):
-        for j in range(i, n):
-            e_i, e_j = np.eye(n)[i] * step, np.eye(n)[j] * step
-            h[i, j] = h[j, i] = (
-                fun(x + e_i + e_j) - fun(x + e_i - e_j) - fun(x - e_i + e_j) + fun(x - e_i - e_j)
-            ) / (4 * step * step)
-    return h
+def hessian(totals, x: np.ndarray, step: float = 1e-4) -> np.ndarray:
+    """Central finite-difference Hessian of a scalar function, all points in one call.
 
-
-@dataclass
-class FitResult:
-    """The outcome of :func:`fit` for one subject.
-
-    ``estimates`` are on the natural scale; ``covariance`` is on the estimation scale of
-    the estimated parameters (``names``); ``ofv`` is −2LL at the optimum (prior excluded),
-    ``objective`` includes the prior penalty.
+    ``totals`` maps points (k, n) to values (k,).
     """
-
-    model: Model
-    subject: Any
-    estimates: dict[str, float]
-    estimation: dict[str, float]
-    names: list[str]
-    covariance: np.ndarray | None
-    ofv: float
-    objective: float
-    n_obs: int
-    success: bool
-    message: str
-    n_starts: int
-    n_at_best: int
-    priors: dict[str, tuple[float, float]]
-    notes: list[str] = field(default_factory=list)
-    problem: Problem | None = field(default=None, repr=False)
-
-    @property
-    def aic(self) -> float:
-        """Akaike information criterion: OFV + 2·(estimated parameters)."""
-        return self.ofv + 2 * len(self.names)
-
-    @property
-    def bic(self) -> float:
-        """Bayesian information criterion: OFV + log(n observations)·(estimated parameters)."""
-        return self.ofv + np.log(self.n_obs) * len(self.names)
-
-    def table(self) -> pd.DataFrame:
-        """Estimate, SE, RSE %, 95 % CI (natural scale), unit, fixed, prior per parameter."""
-        rows = []
-        for name, value in self.estimates.items():
-            scale, lower, upper, unit = self.scale_of(name)
-            se = ci_low = ci_high = np.nan
-            if self.covariance is not None and name in self.names:
-                k = self.names.index(name)
-                sd = float(np.sqrt(self.covariance[k, k]))
-                x = self.estimation[name]
-                ci_low, ci_high = to_natural(
-                    np.array([x - 1.96 * sd, x + 1.96 * sd]), scale, lower, upper
-                )
-                se = delta_se(x, sd, scale, lower, upper)
-            rows.append(
-                {
-                    "parameter": name,
-                    "estimate": value,
-                    "se": se,
-                    "rse_pct": 100 * se / abs(value) if value else np.nan,
-                    "ci95_low": ci_low,
-                    "ci95_high": ci_high,
-                    "unit": unit,
-                    "fixed": name not in self.names,
-                    "prior": name in self.priors,
-                }
-            )
-        return pd.DataFrame(rows)
-
-    def scale_of(self, name: str) -> tuple[str, float, float, str]:
-        """Estimation scale, bounds and unit of a model or error parameter."""
-        if name in self.model.parameters:
-            p = self.model.parameters[name]
-            return p.scale, p.lower, p.upper, p.unit
-        return "log", 0.0, np.inf, "-"
-
-    def predict(self, times: Any) -> pd.DataFrame:
-        """Model outputs at the estimates: TIME (day) and one column per output."""
-        times = np.sort(np.asarray(times, dtype=float))
-        natural = np.array([self.estimates[n] for n in self.model.param_names])
-        values = self.problem.predict(natural, times)
-        return pd.DataFrame({"TIME": times, **dict(zip(self.model.outputs, values.T, strict=True))})
-
-
-def delta_se(x: float, sd: float, scale: str, lower: float, upper: float) -> float:
-    """SE on the natural scale by the delta method."""
-    if scale == "log":
-        return float(np.exp(x) * sd)
-    if scale == "logit":
-        e = np.exp(-x)
-        return float((upper - lower) * e / (1 + e) ** 2 * sd)
-    return sd
+    n = x.size
+    pairs = [(i, j) for i in range(n) for j in range(i, n)]
+    eye = np.eye(n) * step
+    signs = ((1, 1), (1, -1), (-1, 1), (-1, -1))
+    X = np.array([x + a * eye[i] + b * eye[j] for i, j in pairs for a, b in signs])
+    f = totals(X).reshape(len(pairs), 4) @ np.array([1.0, -1.0, -1.0, 1.0])
+    h = np.empty((n, n))
+    for (i, j), value in zip(pairs, f, strict=True):
+        h[i, j] = h[j, i] = value / (4 * step * step)
+    return h
 
 
 def fit(
@@ -333,46 +255,59 @@ def fit(
     priors: Any = None,
     n_starts: int = 1,
     seed: int = 1,
+    method: str | None = None,
     rtol: float = 1e-8,
     atol: float = 1e-10,
-) -> FitResult:
+) -> FitResult | FitTable:
     """Fit a model to one subject's observations by maximum likelihood (MAP with priors).
 
     Args:
         model: a Model or a built-in name / path.
-        data: anything :func:`cartpk.data.as_dataset` accepts.
-        id: the subject to fit (required when the data hold several subjects).
-        params: start values and bounds: name -> value, or name -> {"value", "min",
-            "max", "vary"}; error parameters are named ``<ANALYTE>_sigma|a|b``.
+        data: anything :func:`cartpk.read_dataset` accepts.
+        id: the subject to fit; None fits every subject and returns a :class:`FitTable`
+            (a FitResult when the data hold one subject).
+        params: start values, bounds and fixed flags on the natural scale: name -> value,
+            or name -> {"value", "min", "max", "vary"}, or an ``lmfit.Parameters``; error
+            parameters are named ``<ANALYTE>_sigma|a|b``.
         error: analyte -> "log" | "proportional" | "additive" | "combined", or
             (kind, {name: fixed value}); default "log" for every analyte.
         priors: name -> (mean on the natural scale, SD on the estimation scale).
         n_starts: number of starts (the first at the given values, the others drawn
             around them with SD 0.5 on the estimation scale, seeded by ``seed``).
+        method: ODE method ("dopri5" or "rodas"); None takes the model's.
         rtol, atol: solver tolerances.
     """
     model = model if isinstance(model, Model) else load_model(model)
     ds = as_dataset(data)
+    if id is None and len(ds.ids) > 1:
+        return fit_each(model, ds, params, error, priors, n_starts, seed, method, rtol, atol)
     subject = pick_subject(ds, id)
-    obs = subject_observations(ds, subject, model)
+    obs = pack_observations(ds, model, [subject])
     errors = error_spec(error, tuple(pd.unique(obs.analyte)))
     for analyte, (kind, _) in errors.items():
         if kind == "log":
             ds.require_positive(analyte)
-    problem = Problem(model, obs, errors, prior_means(model, priors), rtol, atol)
     start = build_parameters(model, params, errors)
+    solver = np.array([method_code(model, method), rtol, atol, 100_000], dtype=np.float64)
+    problem = Problem(model, obs, errors, prior_means(model, priors), list(start), solver)
     best, reached = multistart(problem, start, n_starts, seed)
     return summarise(problem, best, subject, n_starts, reached)
+
+
+def fit_each(model: Model, ds: Dataset, *args: Any) -> FitTable:
+    """Fit every subject in turn; a subject whose fit raises is recorded, not dropped."""
+    results, errors = {}, {}
+    for subject in ds.ids:
+        try:
+            results[subject] = fit(model, ds, subject, *args)
+        except (FitError, DataError) as err:
+            errors[subject] = str(err)
+    return FitTable(results, errors)
 
 
 def pick_subject(ds: Dataset, subject: Any) -> Any:
     """The subject to fit: ``subject`` if given and present, else the only one."""
     if subject is None:
-        if len(ds.ids) > 1:
-            raise FitError(
-                f"the data hold {len(ds.ids)} subjects: choose one with id= "
-                f"(IDs: {', '.join(map(str, ds.ids[:10]))})"
-            )
         return ds.ids[0]
     if subject not in set(ds.ids):
         raise FitError(f"id {subject!r} is not in the data")
@@ -380,8 +315,22 @@ def pick_subject(ds: Dataset, subject: Any) -> Any:
 
 
 def multistart(problem: Problem, start: lmfit.Parameters, n_starts: int, seed: int):
-    """Minimise from ``n_starts`` starts; return the best result and how many reached it."""
+    """Minimise from ``n_starts`` starts; return the best result and how many reached it.
+
+    Each start runs lmfit's Levenberg–Marquardt (``leastsq``) on :meth:`Problem.residuals`,
+    whose sum of squares is the objective up to a constant, with the Jacobian of
+    :meth:`Problem.jacobian` (one parallel kernel call per Jacobian).
+    """
     rng = np.random.default_rng(seed)
+    names = problem.names
+    varied = [k for k, n in enumerate(names) if start[n].vary]
+
+    def residuals(params: lmfit.Parameters) -> np.ndarray:
+        return problem.residuals(np.array([params[n].value for n in names]))
+
+    def jacobian(params: lmfit.Parameters) -> np.ndarray:
+        return problem.jacobian(np.array([params[n].value for n in names]), varied)
+
     results = []
     for k in range(max(1, n_starts)):
         params = start.copy()
@@ -391,56 +340,85 @@ def multistart(problem: Problem, start: lmfit.Parameters, n_starts: int, seed: i
                     p.value = float(np.clip(p.value + rng.normal(0, 0.5), p.min, p.max))
         results.append(
             lmfit.minimize(
-                problem.total,
+                residuals,
                 params,
-                method="lbfgsb",
-                options={"ftol": 1e-12, "gtol": 1e-6, "maxiter": 2000},
+                method="leastsq",
+                Dfun=jacobian,
+                col_deriv=1,
+                ftol=1e-10,
+                xtol=1e-10,
+                max_nfev=4000,
+                scale_covar=False,
             )
         )
-    values = np.array([problem.total(r.params) for r in results])
+    values = np.array(
+        [problem.total(np.array([r.params[n].value for n in names])) for r in results]
+    )
     best = results[int(np.argmin(values))]
     return best, int(np.sum(values <= values.min() + 1e-3))
 
 
 def summarise(problem: Problem, best, subject: Any, n_starts: int, reached: int) -> FitResult:
     """Covariance, warnings and the FitResult from the best minimisation."""
-    values = best.params.valuesdict()
-    names = [n for n, p in best.params.items() if p.vary]
-    x0 = np.array([values[n] for n in names])
+    x = np.array([best.params[n].value for n in problem.names])
+    varied = [k for k, n in enumerate(problem.names) if best.params[n].vary]
+    names = [problem.names[k] for k in varied]
 
-    def total_at(x: np.ndarray) -> float:
-        return sum(problem.objective({**values, **dict(zip(names, x, strict=True))}))
+    def totals_at(V: np.ndarray) -> np.ndarray:
+        full = np.repeat(x[None, :], V.shape[0], axis=0)
+        full[:, varied] = V
+        return problem.totals(full)
 
-    covariance, notes = covariance_from(hessian(total_at, x0), names)
-    m2ll, penalty = problem.objective(values)
-    estimates = dict(zip(problem.model.param_names, problem.natural(values), strict=True))
-    for n, v in values.items():
-        if n not in problem.model.parameters:
-            estimates[n] = float(np.exp(v))
-    success = bool(best.success) and problem.failures < best.nfev
+    covariance, notes = covariance_from(hessian(totals_at, x[varied]), names)
+    m2ll, penalty = problem.objective(x)
+    model = problem.model
+    estimates = dict(zip(model.param_names, problem.natural(x), strict=False))
+    estimates.update(
+        {n: float(np.exp(x[k])) for k, n in enumerate(problem.names) if k >= len(model.param_names)}
+    )
+    success = bool(best.success) and m2ll < FAILED_OBJECTIVE
     if not best.success:
         notes.append(f"the optimiser did not converge: {best.message}")
+    if m2ll >= FAILED_OBJECTIVE:
+        notes.append("the model could not be solved at the final estimates")
     if problem.obs.excluded_before_infusion:
         notes.append(f"{problem.obs.excluded_before_infusion} observations before TIME 0 not used")
-    for note in notes:
-        warnings.warn(note, FitWarning, stacklevel=3)
-    return FitResult(
-        model=problem.model,
+    result = FitResult(
+        model=model,
         subject=subject,
         estimates=estimates,
-        estimation=values,
+        estimation=dict(zip(problem.names, map(float, x), strict=True)),
         names=names,
         covariance=covariance,
         ofv=m2ll,
         objective=m2ll + penalty,
-        n_obs=problem.obs.time.size,
         success=success,
         message=str(best.message),
         n_starts=n_starts,
         n_at_best=reached,
+        errors=problem.errors,
         priors=problem.priors,
+        observations=observation_frame(problem.obs),
+        covariates=dict(
+            zip(model.covariate_names, map(float, problem.obs.covariates[0]), strict=True)
+        ),
+        rtol=float(problem.solver[1]),
+        atol=float(problem.solver[2]),
         notes=notes,
-        problem=problem,
+        method=next(k for k, v in METHODS.items() if v == int(problem.solver[0])),
+    )
+    table = result.table()
+    for row in table[table["rse_pct"] > 100].itertuples():
+        notes.append(f"{row.parameter} is poorly determined (RSE {row.rse_pct:.0f} %)")
+    for note in notes:
+        warnings.warn(f"ID {subject}: {note}", FitWarning, stacklevel=3)
+    return result
+
+
+def observation_frame(obs: ObservationArrays) -> pd.DataFrame:
+    """The fitted rows of one subject: TIME, DV, CENS, LLOQ, ANALYTE."""
+    return pd.DataFrame(
+        {"TIME": obs.time, "DV": obs.dv, "CENS": obs.cens, "LLOQ": obs.lloq, "ANALYTE": obs.analyte}
     )
 
 

@@ -549,6 +549,9 @@ def _check_parameter(par: Parameter, where: str) -> None:
 # --- code generation ---------------------------------------------------------------------
 
 
+TEMPLATES = ("_kernels.py", "_likelihood.py")
+
+
 def _generate(spec: _Spec) -> str:
     """The generated module: header, constants, the five model functions, ``_kernels.py``."""
     dose_state = list(spec.states).index(spec.dosing[0]) if spec.dosing else -1
@@ -623,14 +626,14 @@ def _function(
 
 
 def _append_kernels(model_part: str) -> str:
-    """Append the solver template; its ``from __future__`` lines must open the module."""
-    path = Path(__file__).with_name("_kernels.py")
-    if not path.is_file():
-        return model_part + "\n"
+    """Append the solver and likelihood templates; ``from __future__`` lines open the module."""
     future, rest = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        (future if line.startswith("from __future__ import") else rest).append(line)
-    return "\n".join([*future, model_part, "", "", "# --- _kernels.py ---", *rest]) + "\n"
+    for template in TEMPLATES:
+        path = Path(__file__).with_name(template)
+        rest.append(f"# --- {template} ---")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            (future if line.startswith("from __future__ import") else rest).append(line)
+    return "\n".join([*dict.fromkeys(future), model_part, "", "", *rest]) + "\n"
 
 
 def _cartpk_version() -> str:
