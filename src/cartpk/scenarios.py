@@ -1,0 +1,1041 @@
+"""Dose scenarios and virtual trials: the same virtual patients at several doses.
+
+A :class:`Population` (typical values, between-subject variability, covariate effects) is
+sampled once: every virtual patient gets random effects and covariates drawn from one
+``numpy.random.default_rng(seed)``, and then each scenario dose is given to the same
+patients (common random numbers), so that dose comparisons are paired. For every patient
+and dose the result holds the individual parameters, the covariates, the model-based
+exposure of one output (cmax, tmax, AUC over an interval, located on the continuous ODE
+solution by the numba kernel behind :func:`cartpk.exposure`) and, for models with a
+biomarker, the biomarker response (partial/complete response by a day and the time to it).
+
+Work is split into chunks of patients that can run in the calling process or as
+``dask.delayed`` tasks on a cluster; every patient is solved on its own, so the numbers do
+not depend on the chunking, the scheduler or the number of numba threads.
+
+Times are in days, doses in CAR-T cells/kg (the model's ``DOSE`` covariate), exposure in
+the output's unit (cmax) and unit·day (AUC).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from os import PathLike
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .data import Dataset, read_dataset
+from .errors import DataError, ModelError
+from .exposure import _interval, _output_index
+from .model import Model, _import_generated
+from .scales import to_estimation, to_natural
+from .solve import METHODS, as_model, check_tolerances, method_code
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["CovariateEffect", "Population", "Response", "ScenarioResult", "scenarios"]
+
+#: Serum VEGF upper limit of normal used for "normalisation" (ng/L = pg/mL); see Response.
+VEGF_ULN = 1040.0
+#: Patients per chunk when the caller gives no chunk size (bounds the memory of one solve).
+LOCAL_CHUNK = 10_000
+#: Patients per dask task when the caller gives no chunk size.
+DASK_CHUNK = 1_000
+#: Default output grid (days): detection of biomarker crossings and prediction bands.
+DEFAULT_TIMES = np.linspace(0.0, 90.0, 361)
+#: Refinement of biomarker crossings on the ODE solution: pieces per bracket, rounds.
+ZOOM_POINTS = 64
+ZOOM_ROUNDS = 2
+
+_KERNEL_LOCK = threading.Lock()
+
+
+# --- the population ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CovariateEffect:
+    """A covariate effect on a parameter, applied to its typical value (natural scale).
+
+    ``kind="power"``: param · (COV / reference)^theta (a continuous covariate, ``reference``
+    typically its median, > 0). ``kind="categorical"``: param · exp(theta · [COV !=
+    reference]) (``reference`` the reference level, coded as a number: a two-level
+    covariate). ``kind="level"``: param · exp(theta · [COV == reference]), ``reference``
+    holding the level the effect belongs to (one effect per non-reference level of a
+    categorical covariate with more levels, as population fits estimate them).
+    """
+
+    parameter: str
+    covariate: str
+    kind: str
+    theta: float
+    reference: float
+
+    def factor(self, values: np.ndarray) -> np.ndarray:
+        """Multiplicative factor on the typical value for covariate ``values``."""
+        values = np.asarray(values, dtype=float)
+        if self.kind == "power":
+            return (values / self.reference) ** self.theta
+        if self.kind == "level":
+            return np.exp(self.theta * (values == self.reference))
+        return np.exp(self.theta * (values != self.reference))
+
+    def check(self, model: Model) -> None:
+        """Refuse unknown parameters and kinds, non-finite theta, a power reference <= 0."""
+        where = f"covariate effect of {self.covariate} on {self.parameter}"
+        if self.parameter not in model.parameters:
+            raise ModelError(
+                f"{where}: {self.parameter!r} is not a parameter of {model.name} "
+                f"(parameters: {', '.join(model.param_names)})"
+            )
+        if self.kind not in ("power", "categorical", "level"):
+            raise ModelError(
+                f"{where}: kind {self.kind!r}, expected 'power', 'categorical' or 'level'"
+            )
+        if not (_is_number(self.theta) and _is_number(self.reference)):
+            raise ModelError(f"{where}: theta and reference must be finite numbers")
+        if self.kind == "power" and self.reference <= 0:
+            raise ModelError(f"{where}: a power effect needs a reference > 0, not {self.reference}")
+
+
+@dataclass(frozen=True, eq=False)
+class Population:
+    """Typical values, between-subject variability and covariate effects of a model.
+
+    Attributes:
+        model: the model.
+        typical: parameter name -> typical value on the natural scale, every parameter.
+        omega: parameter name -> between-subject SD on that parameter's estimation scale
+            (log, logit or none), only the parameters with variability.
+        correlation: correlation matrix of the random effects, rows and columns in the
+            order of ``omega`` (None: independent).
+        covariate_effects: :class:`CovariateEffect` s, applied to the typical value before
+            the random effect.
+
+    Individual parameters: x_i = to_estimation(typical · covariate factors) + eta_i with
+    eta ~ N(0, diag(omega) C diag(omega)), mapped back to the natural scale (log: exp;
+    logit: lower + (upper - lower) / (1 + exp(-x)); none: x). Parameter bounds are those of
+    estimation and are not imposed on the draws.
+    """
+
+    model: Model
+    typical: Mapping[str, float]
+    omega: Mapping[str, float] = field(default_factory=dict)
+    correlation: np.ndarray | None = None
+    covariate_effects: Sequence[CovariateEffect] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "typical", self._checked_typical())
+        object.__setattr__(self, "omega", self._checked_omega())
+        object.__setattr__(self, "correlation", self._checked_correlation())
+        effects = tuple(self.covariate_effects)
+        for effect in effects:
+            if not isinstance(effect, CovariateEffect):
+                raise ModelError(
+                    f"covariate_effects: expected CovariateEffect items, got {effect!r}"
+                )
+            effect.check(self.model)
+        object.__setattr__(self, "covariate_effects", effects)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Model | str | PathLike[str],
+        omega: Mapping[str, float] | None = None,
+        correlation: np.ndarray | None = None,
+    ) -> Population:
+        """The model file's typical values and omegas (or ``omega`` if given).
+
+        Without ``omega``, parameters whose omega is None or 0, and fixed parameters, get
+        no variability. ``correlation``: over the omega names in order (default: none).
+        """
+        model = as_model(model)
+        typical = {name: par.value for name, par in model.parameters.items()}
+        if omega is None:
+            omega = {
+                name: par.omega
+                for name, par in model.parameters.items()
+                if par.omega and not par.fixed
+            }
+        return cls(model, typical, dict(omega), correlation)
+
+    @property
+    def covariates_needed(self) -> tuple[str, ...]:
+        """Covariates the model or a covariate effect uses, DOSE excluded (set per dose)."""
+        names = [*self.model.covariate_names, *(e.covariate for e in self.covariate_effects)]
+        return tuple(name for name in dict.fromkeys(names) if name != "DOSE")
+
+    def draw_etas(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Random effects (n, len(omega)) on the estimation scale."""
+        sd = np.array(list(self.omega.values()), dtype=float)
+        z = rng.standard_normal((n, sd.size))
+        if self.correlation is not None:
+            z = z @ np.linalg.cholesky(self.correlation).T
+        return z * sd
+
+    def individual(self, etas: np.ndarray, covariates: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Individual parameters (n, n_par), natural scale, in the model's parameter order.
+
+        ``covariates`` maps a name to n values and must hold every covariate a covariate
+        effect uses (DOSE included when an effect uses it).
+        """
+        n = etas.shape[0]
+        column = {name: j for j, name in enumerate(self.omega)}
+        out = np.empty((n, len(self.model.parameters)))
+        for k, (name, par) in enumerate(self.model.parameters.items()):
+            base = np.full(n, float(self.typical[name]))
+            for effect in self.covariate_effects:
+                if effect.parameter == name:
+                    base = base * effect.factor(covariates[effect.covariate])
+            if name in column:
+                x = _estimation(base, par, name) + etas[:, column[name]]
+                out[:, k] = to_natural(x, par.scale, par.lower, par.upper)
+            else:
+                out[:, k] = base
+        return out
+
+    def _checked_typical(self) -> dict[str, float]:
+        typical = dict(self.typical)
+        names = self.model.param_names
+        unknown = [name for name in typical if name not in self.model.parameters]
+        missing = [name for name in names if name not in typical]
+        if unknown or missing:
+            raise ModelError(
+                f"typical values for {self.model.name}: unknown {unknown}, missing {missing} "
+                f"(every parameter needs one: {', '.join(names)})"
+            )
+        for name in names:
+            if not _is_number(typical[name]):
+                raise ModelError(f"typical value of {name}: {typical[name]!r} is not a number")
+            _estimation(np.array([float(typical[name])]), self.model.parameters[name], name)
+        return {name: float(typical[name]) for name in names}
+
+    def _checked_omega(self) -> dict[str, float]:
+        omega = dict(self.omega)
+        for name, sd in omega.items():
+            if name not in self.model.parameters:
+                raise ModelError(
+                    f"omega: {name!r} is not a parameter of {self.model.name} "
+                    f"(parameters: {', '.join(self.model.param_names)})"
+                )
+            if not (_is_number(sd) and sd >= 0):
+                raise ModelError(
+                    f"omega of {name}: {sd!r}; expected a finite SD >= 0 on its "
+                    f"{self.model.parameters[name].scale} scale"
+                )
+        return {name: float(sd) for name, sd in omega.items()}
+
+    def _checked_correlation(self) -> np.ndarray | None:
+        if self.correlation is None:
+            return None
+        k = len(self.omega)
+        c = np.array(self.correlation, dtype=float)
+        order = ", ".join(self.omega)
+        if c.shape != (k, k):
+            raise ModelError(f"correlation: shape {c.shape}, expected ({k}, {k}) over {order}")
+        if not (np.all(np.isfinite(c)) and np.allclose(c, c.T) and np.allclose(np.diag(c), 1)):
+            raise ModelError("correlation: must be symmetric with ones on the diagonal")
+        try:
+            np.linalg.cholesky(c)
+        except np.linalg.LinAlgError:
+            raise ModelError(
+                f"correlation: not positive definite (random effects {order})"
+            ) from None
+        return c
+
+
+def _estimation(base: np.ndarray, par: Any, name: str) -> np.ndarray:
+    """Natural-scale values to the estimation scale, refusing values outside its domain."""
+    if par.scale == "log":
+        bad = ~(base > 0)
+    elif par.scale == "logit":
+        bad = ~((base > par.lower) & (base < par.upper))
+    else:
+        bad = ~np.isfinite(base)
+    if np.any(bad):
+        value = base[np.flatnonzero(bad)[0]]
+        raise ModelError(
+            f"parameter {name}: typical value {value:g} (after covariate effects) is outside "
+            f"the domain of its {par.scale} scale"
+            + (f" ({par.lower:g}, {par.upper:g})" if par.scale == "logit" else "")
+        )
+    if np.all(base == base[0]):
+        return np.full(base.shape, to_estimation(float(base[0]), par.scale, par.lower, par.upper))
+    return np.array([to_estimation(float(v), par.scale, par.lower, par.upper) for v in base])
+
+
+# --- biomarker response --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Response:
+    """Biomarker response criteria, relative to the value at t = 0 (the baseline).
+
+    Partial response (PR): the first time the biomarker is <= ``partial`` · baseline.
+    Complete response (CR): the first time it is <= ``normal`` (the upper limit of normal,
+    in the output's unit); not evaluable (NA) for a patient whose baseline is already at or
+    below it. ``by``: the day of the ``pr_<by>`` / ``cr_<by>`` flags.
+
+    The defaults are the POEMS syndrome VEGF response criteria: a decrease of at least
+    50 % is a partial VEGF response and normalisation a complete one (Dispenzieri A. How I
+    treat POEMS syndrome. Blood 2012;119(24):5650-5658, doi:10.1182/blood-2012-03-378992;
+    the complete/partial/no VEGF response grading of Gentile F, et al. Neurol Sci
+    2024;45(2):727-733, doi:10.1007/s10072-023-07064-5). The upper limit of normal of serum
+    VEGF is 1040 pg/mL (= ng/L), the normalisation cut-off of Misawa S, et al. BMJ Open
+    2015;5:e009157, doi:10.1136/bmjopen-2015-009157 (ELISA, serum; Gentile et al. use
+    < 1000 pg/mL). Plasma VEGF has a much lower normal range: set ``normal`` for the assay
+    and matrix that was measured.
+    """
+
+    output: str = "VEGF"
+    partial: float = 0.5
+    normal: float = VEGF_ULN
+    by: float = 28.0
+
+    def check(self, model: Model, times: np.ndarray) -> None:
+        """Refuse an unknown output, a fraction outside (0, 1), a day beyond ``times``."""
+        _output_index(model, self.output)
+        if not (_is_number(self.partial) and 0 < self.partial < 1):
+            raise ValueError(f"response: partial = {self.partial!r}, expected a fraction in (0, 1)")
+        if not (_is_number(self.normal) and self.normal > 0):
+            raise ValueError(f"response: normal = {self.normal!r}, expected a level > 0")
+        if not (_is_number(self.by) and 0 < self.by <= times[-1]):
+            raise ValueError(
+                f"response: by = {self.by!r} days must be > 0 and within the simulated "
+                f"window (times end at {times[-1]:g} days)"
+            )
+
+    @property
+    def suffix(self) -> str:
+        return str(int(self.by)) if float(self.by).is_integer() else repr(float(self.by))
+
+
+# --- the work on one chunk of patients (runs locally or as a dask task) ---------------------
+
+
+@dataclass(frozen=True)
+class _KernelSource:
+    """What a worker needs to import a model's compiled module: picklable."""
+
+    name: str
+    code: str
+
+    def load(self) -> ModuleType:
+        return _import_generated(self.name, self.code)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """Everything a chunk needs besides the patients: output indices, window, solver."""
+
+    k_out: int
+    start: float
+    end: float
+    method: int
+    rtol: float
+    atol: float
+    max_steps: int
+    times: np.ndarray
+    k_bio: int
+    partial: float
+    normal: float
+    stiff_retry: bool
+
+    @property
+    def solver(self) -> tuple[int, float, float, int]:
+        return self.method, self.rtol, self.atol, self.max_steps
+
+
+def _run_chunk(source: _KernelSource, p: np.ndarray, s: _Settings) -> dict[str, np.ndarray]:
+    """Exposure, status and response times of the patients ``p`` (rows of Model.pack).
+
+    With ``stiff_retry``, patients that exhaust the step budget with Dormand-Prince are
+    solved again with Rodas (a stiff method); ``out["method"]`` says which one was used.
+    """
+    with _KERNEL_LOCK:
+        kernels = source.load()
+        out = _solve_chunk(kernels, p, s)
+        stiff = np.flatnonzero(out["status"] == 1) if s.stiff_retry else np.empty(0, int)
+        if stiff.size:
+            again = _solve_chunk(kernels, p[stiff], replace(s, method=METHODS["rodas"]))
+            for key, values in again.items():
+                out[key][stiff] = values
+        return out
+
+
+def _solve_chunk(kernels: ModuleType, p: np.ndarray, s: _Settings) -> dict[str, np.ndarray]:
+    m = p.shape[0]
+    out = {name: np.full(m, np.nan) for name in ("cmax", "tmax", "auc")}
+    out["status"] = np.zeros(m, dtype=np.int64)
+    out["method"] = np.full(m, s.method, dtype=np.int64)
+    no_doses = (np.empty(0), np.empty(0), np.zeros(m + 1, dtype=np.int64))
+    metrics = (out["cmax"], out["tmax"], out["auc"], out["status"], np.empty(m))
+    kernels.exposure_batch(p, s.k_out, s.start, s.end, *no_doses, *s.solver, *metrics)
+    if s.k_bio >= 0:
+        out.update(_responses(kernels, p, s, out["status"]))
+    return out
+
+
+def _solve_at(
+    kernels: ModuleType, p: np.ndarray, t_flat: np.ndarray, t_off: np.ndarray, s: _Settings
+) -> tuple[np.ndarray, np.ndarray]:
+    """All outputs at each patient's sorted times, and the status per patient."""
+    m = p.shape[0]
+    values = np.empty((t_flat.size, kernels.N_OUTPUTS))
+    status = np.zeros(m, dtype=np.int64)
+    no_doses = (np.empty(0), np.empty(0), np.zeros(m + 1, dtype=np.int64))
+    kernels.solve_batch(p, t_flat, t_off, *no_doses, *s.solver, values, status, np.empty(m))
+    return values, status
+
+
+def _responses(
+    kernels: ModuleType, p: np.ndarray, s: _Settings, status: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Baseline and first times at or below the PR and CR thresholds (NaN: not reached)."""
+    m, n_t = p.shape[0], s.times.size
+    offsets = np.arange(m + 1, dtype=np.int64) * n_t
+    values, grid_status = _solve_at(kernels, p, np.tile(s.times, m), offsets, s)
+    curve = values[:, s.k_bio].reshape(m, n_t)
+    np.copyto(status, grid_status, where=status == 0)
+    baseline = curve[:, 0]
+    thresholds = np.column_stack([s.partial * baseline, np.full(m, s.normal)])
+    times = _first_crossings(kernels, p, s, curve, thresholds, status)
+    evaluable = baseline > s.normal
+    times[~evaluable, 1] = np.nan
+    return {
+        "baseline": baseline,
+        "time_to_pr": times[:, 0],
+        "time_to_cr": times[:, 1],
+        "cr_evaluable": evaluable,
+    }
+
+
+def _first_crossings(
+    kernels: ModuleType,
+    p: np.ndarray,
+    s: _Settings,
+    curve: np.ndarray,
+    thresholds: np.ndarray,
+    status: np.ndarray,
+) -> np.ndarray:
+    """First time (m, n_criteria) each patient's biomarker is <= each threshold.
+
+    The crossing is bracketed on the grid, then the bracket is cut into ZOOM_POINTS
+    pieces on the ODE solution ZOOM_ROUNDS times, and the last piece is interpolated
+    linearly (0.25-day grid: pieces of 6e-5 day, interpolation error ~1e-9 day). Each
+    patient's times depend on its own values only, so the result does not depend on who
+    else is in the batch. A dip below the threshold that recovers between two grid
+    times is not seen.
+    """
+    out = np.full(thresholds.shape, np.nan)
+    rows, which, a, b = [], [], [], []
+    for k in range(thresholds.shape[1]):
+        below = curve <= thresholds[:, k, None]
+        reached = below.any(axis=1) & (status == 0)
+        j = np.argmax(below, axis=1)
+        out[reached & (j == 0), k] = 0.0
+        hit = np.flatnonzero(reached & (j > 0))
+        rows.append(hit)
+        which.append(np.full(hit.size, k))
+        a.append(s.times[j[hit] - 1])
+        b.append(s.times[j[hit]])
+    rows, which, a, b = (np.concatenate(x) for x in (rows, which, a, b))
+    if rows.size == 0:
+        return out
+    level = thresholds[rows, which]
+    fa = fb = None
+    for _ in range(ZOOM_ROUNDS):
+        a, b, fa, fb = _zoom(kernels, p[rows], s, level, a, b, status, rows)
+    width = np.where(fa > fb, fa / (fa - fb), 1.0)
+    out[rows, which] = np.where(status[rows] == 0, a + width * (b - a), np.nan)
+    return out
+
+
+def _zoom(kernels, p, s, level, a, b, status, rows) -> tuple[np.ndarray, ...]:
+    """Narrow each bracket [a, b] of a crossing of ``level`` to one of ZOOM_POINTS pieces."""
+    grid = a[:, None] + (b - a)[:, None] * np.linspace(0.0, 1.0, ZOOM_POINTS + 1)
+    offsets = np.arange(a.size + 1, dtype=np.int64) * (ZOOM_POINTS + 1)
+    values, solved = _solve_at(kernels, p, grid.ravel(), offsets, s)
+    first_failure = (solved != 0) & (status[rows] == 0)
+    status[rows[first_failure]] = solved[first_failure]
+    f = values[:, s.k_bio].reshape(grid.shape) - level[:, None]
+    j = np.clip(np.argmax(f <= 0, axis=1), 1, ZOOM_POINTS)
+    j[~(f <= 0).any(axis=1)] = ZOOM_POINTS
+    i = np.arange(a.size)
+    return grid[i, j - 1], grid[i, j], f[i, j - 1], f[i, j]
+
+
+# --- scenarios -----------------------------------------------------------------------------
+
+
+def scenarios(
+    source: Any,
+    doses: Sequence[float] | float = (1e6, 2e6, 3e6),
+    n: int = 1000,
+    covariates: Mapping[str, Any] | Dataset | pd.DataFrame | None = None,
+    times: Sequence[float] | np.ndarray | None = None,
+    seed: int = 1,
+    *,
+    omega: Mapping[str, float] | None = None,
+    output: str = "CART",
+    interval: tuple[float, float] = (0, 28),
+    response: Response | Mapping[str, float] | bool | None = None,
+    method: str | None = None,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    max_steps: int = 100_000,
+    chunk_size: int | None = None,
+    scheduler: Any = None,
+) -> ScenarioResult:
+    """Simulate the same ``n`` virtual patients at each dose.
+
+    Args:
+        source: a :class:`Population`, an object with a ``population()`` method (a
+            ``PopulationFit``), a Model, or a built-in model name / model file path (typical
+            values and omegas from the file, see :meth:`Population.from_model`).
+        doses: CAR-T doses in cells/kg (> 0, distinct); each sets every patient's DOSE
+            covariate, so the model's dose link and any DOSE covariate effect apply.
+        n: number of virtual patients (the same patients at every dose).
+        covariates: how to draw covariates other than DOSE: a mapping name -> a frozen
+            ``scipy.stats`` distribution, a callable ``(rng, size) -> array`` or a constant;
+            or a Dataset / DataFrame (a long dataset with ID and TIME, or one row per
+            subject) whose subjects' covariate rows are resampled with replacement. Model
+            covariates not given take their reference value; covariates used by a
+            covariate effect must be given.
+        times: output grid in days (sorted, from 0) on which biomarker crossings are
+            bracketed and that :meth:`ScenarioResult.bands` uses by default; None:
+            0-90 days every 0.25 day. Crossings are then located on the ODE solution.
+        seed: seed of ``numpy.random.default_rng``: random effects are drawn first, then
+            covariates; the same seed gives the same patients.
+        omega: between-subject SDs replacing the model file's (model sources only).
+        output: the output whose cmax, tmax and AUC are reported.
+        interval: (start, end) days of the exposure window; AUC column ``auc_<start>_<end>``.
+        response: biomarker response criteria (:class:`Response` or a mapping of its
+            fields); None: the VEGF defaults when the model has a VEGF output; False: none.
+        method, rtol, atol, max_steps: solver settings, as in :func:`cartpk.exposure`.
+        chunk_size: patients per chunk (results do not depend on it).
+        scheduler: None (this process), ``"dask"`` (``dask.compute`` on the current dask
+            scheduler, e.g. a running ``dask.distributed.Client``) or a
+            ``dask.distributed.Client``: chunks run as ``dask.delayed`` tasks, with
+            identical results. Needs the ``cartpk[dask]`` extra.
+
+    Returns:
+        A :class:`ScenarioResult`.
+
+    Raises:
+        ValueError / ModelError / DataError naming the bad input (a model without a dose
+        link, a negative dose, n < 1, an unknown parameter in omega, ...).
+    """
+    population = _as_population(source, omega)
+    model = population.model
+    dose_values = _checked_doses(doses)
+    _check_dose_link(population)
+    n = _checked_count(n)
+    if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        raise ValueError(f"seed {seed!r}: expected an integer")
+    grid = _checked_times(times)
+    criteria = _response(model, response, grid)
+    check_tolerances(rtol, atol, max_steps)
+    settings = _settings(model, output, interval, grid, criteria, method, rtol, atol, max_steps)
+    rng = np.random.default_rng(seed)
+    etas = population.draw_etas(n, rng)
+    drawn = _draw_covariates(population, covariates, n, rng)
+    params, packed = _per_dose(population, etas, drawn, dose_values)
+    results = _run(model, packed, settings, chunk_size, scheduler)
+    auc_column = _interval(interval)[2]
+    patients = _patients_table(model, dose_values, n, params, drawn, results, auc_column, criteria)
+    return ScenarioResult(
+        population, dose_values, patients, packed, output, auc_column, criteria, settings
+    )
+
+
+def _settings(
+    model: Model,
+    output: str,
+    interval: Any,
+    grid: np.ndarray,
+    criteria: Response | None,
+    method: str | None,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+) -> _Settings:
+    start, end, _ = _interval(interval)
+    return _Settings(
+        k_out=_output_index(model, output),
+        start=start,
+        end=end,
+        method=method_code(model, method),
+        rtol=float(rtol),
+        atol=float(atol),
+        max_steps=int(max_steps),
+        times=grid,
+        k_bio=_output_index(model, criteria.output) if criteria else -1,
+        partial=criteria.partial if criteria else 0.0,
+        normal=criteria.normal if criteria else 0.0,
+        stiff_retry=method is None and model.solver == "dopri5",
+    )
+
+
+def _as_population(source: Any, omega: Mapping[str, float] | None) -> Population:
+    if isinstance(source, Model | str | PathLike):
+        return Population.from_model(source, omega)
+    if omega is not None:
+        raise ValueError(
+            "omega: only for a model source; a Population or a population fit carries its own"
+        )
+    if isinstance(source, Population):
+        return source
+    if callable(getattr(source, "population", None)):
+        population = source.population()
+        if not isinstance(population, Population):
+            raise ValueError(
+                f"{type(source).__name__}.population() returned "
+                f"{type(population).__name__}, not a cartpk Population"
+            )
+        return population
+    raise ValueError(
+        "source: expected a Population, a population fit (with .population()), a Model or a "
+        f"model name / path, got {type(source).__name__}"
+    )
+
+
+def _checked_doses(doses: Any) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(doses, dtype=object))
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError("doses: expected one or more doses in CAR-T cells/kg")
+    for k, dose in enumerate(values):
+        if not (_is_number(dose) and dose > 0):
+            raise ValueError(
+                f"doses: entry {k} is {dose!r}; a dose must be a positive number of cells/kg"
+            )
+    out = values.astype(float)
+    if np.unique(out).size != out.size:
+        raise ValueError(f"doses: {out.tolist()} has repeated doses")
+    return out
+
+
+def _check_dose_link(population: Population) -> None:
+    model = population.model
+    if "DOSE" in model.covariates:
+        return
+    if any(effect.covariate == "DOSE" for effect in population.covariate_effects):
+        return
+    raise ValueError(
+        f"model {model.name} has no DOSE covariate and the population no DOSE covariate "
+        "effect: a dose could not change the answer. Give the model a dose link "
+        "([covariates.DOSE] used in an initial condition) or a CovariateEffect on DOSE"
+    )
+
+
+def _checked_count(n: Any) -> int:
+    if not (isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1):
+        raise ValueError(f"n = {n!r}: the number of virtual patients must be an integer >= 1")
+    return int(n)
+
+
+def _checked_times(times: Any) -> np.ndarray:
+    if times is None:
+        return DEFAULT_TIMES.copy()
+    try:
+        t = np.array(times, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("times: expected numbers (days)") from None
+    if t.ndim != 1 or t.size < 2 or not np.all(np.isfinite(t)):
+        raise ValueError("times: expected a 1-D array of at least 2 finite days")
+    if t[0] != 0 or np.any(np.diff(t) <= 0):
+        raise ValueError("times: must start at 0 (the baseline) and increase strictly")
+    return t
+
+
+def _response(model: Model, response: Any, grid: np.ndarray) -> Response | None:
+    if response is False:
+        return None
+    if response is None or response is True:
+        if "VEGF" not in model.outputs:
+            if response is True:
+                raise ValueError(
+                    f"response=True: model {model.name} has no VEGF output; give "
+                    "Response(output=..., normal=...) for its biomarker"
+                )
+            return None
+        criteria = Response()
+    elif isinstance(response, Response):
+        criteria = response
+    elif isinstance(response, Mapping):
+        criteria = Response(**response)
+    else:
+        raise ValueError(f"response: expected a Response, a mapping, False or None: {response!r}")
+    criteria.check(model, grid)
+    return criteria
+
+
+def _draw_covariates(
+    population: Population, covariates: Any, n: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Covariate values (n each) for every covariate the population needs, DOSE excluded."""
+    needed = population.covariates_needed
+    if covariates is None:
+        drawn = {}
+    elif isinstance(covariates, Dataset | pd.DataFrame):
+        drawn = _resample(covariates, needed, n, rng)
+    elif isinstance(covariates, Mapping):
+        drawn = {name: _draw_one(name, spec, n, rng, needed) for name, spec in covariates.items()}
+    else:
+        raise ValueError(
+            "covariates: expected a mapping name -> distribution, a Dataset or a DataFrame, "
+            f"got {type(covariates).__name__}"
+        )
+    model = population.model
+    for name in needed:
+        if name in drawn:
+            continue
+        if name not in model.covariates:
+            raise ValueError(
+                f"covariates: {name} is used by a covariate effect but not given; give a "
+                "distribution, a constant or a dataset to resample"
+            )
+        drawn[name] = np.full(n, model.covariates[name].reference)
+    return drawn
+
+
+def _draw_one(
+    name: str, spec: Any, n: int, rng: np.random.Generator, needed: tuple[str, ...]
+) -> np.ndarray:
+    if name == "DOSE":
+        raise ValueError("covariates: DOSE is set by doses=, not drawn")
+    if name not in needed:
+        raise ValueError(
+            f"covariates: {name!r} is neither a covariate of the model nor used by a "
+            f"covariate effect (used: {', '.join(needed) or 'none'})"
+        )
+    if hasattr(spec, "rvs"):
+        values = spec.rvs(size=n, random_state=rng)
+    elif callable(spec):
+        values = spec(rng, size=n)
+    elif _is_number(spec):
+        values = np.full(n, float(spec))
+    else:
+        raise ValueError(
+            f"covariates: {name} = {spec!r}; expected a scipy.stats distribution, a callable "
+            "(rng, size) -> array or a number"
+        )
+    values = np.asarray(values, dtype=float)
+    if values.shape != (n,) or not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"covariates: {name} must give {n} finite values, got shape {values.shape}"
+        )
+    return values
+
+
+def _resample(
+    source: Dataset | pd.DataFrame, needed: tuple[str, ...], n: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Resample subjects (with replacement) and take their values of the needed covariates."""
+    table = _subject_table(source)
+    upper = {str(c).upper(): c for c in table.columns}
+    columns = {name: upper[name.upper()] for name in needed if name.upper() in upper}
+    rows = rng.integers(0, len(table), size=n)
+    drawn = {}
+    for name, column in columns.items():
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            who = ", ".join(str(i) for i in table.index[bad[:5]])
+            raise DataError(
+                f"covariates: column {column!r} is missing or not numeric for subject(s) {who}"
+            )
+        drawn[name] = values[rows]
+    return drawn
+
+
+def _subject_table(source: Dataset | pd.DataFrame) -> pd.DataFrame:
+    """One row per subject (covariates), from a Dataset, a long table or a subject table."""
+    if isinstance(source, pd.DataFrame):
+        upper = {str(c).upper() for c in source.columns}
+        if {"ID", "TIME"} <= upper:
+            source = read_dataset(source)
+        elif "ID" in upper:
+            column = next(c for c in source.columns if str(c).upper() == "ID")
+            return source.groupby(column, sort=False).first()
+        else:
+            table = source.copy()
+            table.index = pd.RangeIndex(1, len(table) + 1, name="row")
+            return table
+    if len(source.ids) == 0:
+        raise DataError("covariates: the dataset has no subjects")
+    return source.subject_covariates()
+
+
+def _per_dose(
+    population: Population,
+    etas: np.ndarray,
+    drawn: dict[str, np.ndarray],
+    doses: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Individual parameters and packed ``p`` rows, dose-major: (len(doses) * n, ...)."""
+    model = population.model
+    n = etas.shape[0]
+    params, packed = [], []
+    for dose in doses:
+        values = {**drawn, "DOSE": np.full(n, dose)}
+        par = population.individual(etas, values)
+        cov = {name: values[name] for name in model.covariate_names}
+        params.append(par)
+        packed.append(model.pack(par, cov))
+    return np.vstack(params), np.vstack(packed)
+
+
+def _run(
+    model: Model, packed: np.ndarray, settings: _Settings, chunk_size: Any, scheduler: Any
+) -> dict[str, np.ndarray]:
+    """Solve all rows of ``packed`` in chunks, here or on dask; results concatenated."""
+    if chunk_size is not None and not (
+        isinstance(chunk_size, numbers.Integral) and not isinstance(chunk_size, bool)
+    ):
+        raise ValueError(f"chunk_size {chunk_size!r}: expected a positive integer")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size {chunk_size!r}: expected a positive integer")
+    source = _KernelSource(model.name, model.source_code)
+    source.load()  # compile (or load from the disk cache) once, before any task
+    default = LOCAL_CHUNK if scheduler is None else DASK_CHUNK
+    size = int(chunk_size or default)
+    bounds = [(lo, min(lo + size, packed.shape[0])) for lo in range(0, packed.shape[0], size)]
+    if scheduler is None:
+        parts = [_run_chunk(source, packed[lo:hi], settings) for lo, hi in bounds]
+    else:
+        parts = _run_dask(source, packed, settings, bounds, scheduler)
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _run_dask(source, packed, settings, bounds, scheduler) -> list[dict[str, np.ndarray]]:
+    try:
+        import dask
+    except ImportError:
+        raise ImportError(
+            "scheduler: dask is not installed; install the extra with `pip install 'cartpk[dask]'`"
+        ) from None
+    tasks = [dask.delayed(_run_chunk)(source, packed[lo:hi], settings) for lo, hi in bounds]
+    if isinstance(scheduler, str):
+        if scheduler != "dask":
+            raise ValueError(f"scheduler {scheduler!r}: expected None, 'dask' or a dask Client")
+        return list(dask.compute(*tasks))
+    if not (hasattr(scheduler, "compute") and hasattr(scheduler, "gather")):
+        raise ValueError(
+            f"scheduler: expected None, 'dask' or a dask.distributed Client, got "
+            f"{type(scheduler).__name__}"
+        )
+    return list(scheduler.gather(scheduler.compute(tasks)))
+
+
+def _patients_table(model, doses, n, params, drawn, results, auc_column, criteria) -> pd.DataFrame:
+    metrics = ("cmax", "tmax", auc_column)
+    frame = pd.DataFrame(
+        {"DOSE": np.repeat(doses, n), "ID": np.tile(np.arange(1, n + 1), doses.size)}
+    )
+    taken = {"DOSE", "ID", *metrics, "status", "solver"}
+    for k, name in enumerate(model.param_names):
+        frame[f"{name}_param" if name in taken else name] = params[:, k]
+    for name, values in drawn.items():
+        frame[name] = np.tile(values, doses.size)
+    frame["cmax"] = results["cmax"]
+    frame["tmax"] = results["tmax"]
+    frame[auc_column] = results["auc"]
+    if criteria is not None:
+        frame = _response_columns(frame, results, criteria)
+    frame["status"] = results["status"]
+    names = {code: name for name, code in METHODS.items()}
+    frame["solver"] = [names[int(code)] for code in results["method"]]
+    return frame
+
+
+def _response_columns(frame: pd.DataFrame, results: dict, criteria: Response) -> pd.DataFrame:
+    ok = results["status"] == 0
+    by = criteria.by
+    pr, cr = results["time_to_pr"], results["time_to_cr"]
+    pr_flag = pd.array(np.where(ok, pr <= by, False), dtype="boolean")
+    pr_flag[~ok] = pd.NA
+    cr_flag = pd.array(np.where(ok, cr <= by, False), dtype="boolean")
+    cr_flag[~(ok & results["cr_evaluable"])] = pd.NA
+    frame[f"pr_{criteria.suffix}"] = pr_flag
+    frame[f"cr_{criteria.suffix}"] = cr_flag
+    frame["time_to_pr"] = pr
+    frame["time_to_cr"] = cr
+    return frame
+
+
+# --- the result ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ScenarioResult:
+    """Virtual patients at each dose: the per-patient table, summaries, bands and plots.
+
+    ``patients``: one row per dose and patient (the same IDs at every dose): DOSE
+    (cells/kg), ID, the individual parameters (natural scale; a parameter whose name is a
+    result column, ck_stein's tmax, is reported as ``<name>_param``), the covariates, cmax
+    (output unit), tmax (day), ``auc_<start>_<end>`` (unit·day), the response columns
+    ``pr_<by>``, ``cr_<by>`` (nullable booleans, NA if the patient could not be solved or,
+    for CR, has a normal baseline) and ``time_to_pr``, ``time_to_cr`` (days; NaN if not
+    reached within the simulated window), and ``status`` (0 solved; 1 step budget
+    exceeded, 2 step size underflow, 3 non-finite state: that patient's results are NaN)
+    and ``solver`` (the method used: without an explicit ``method``, patients that
+    exhaust the step budget of Dormand-Prince are solved again with Rodas).
+    """
+
+    population: Population
+    doses: np.ndarray
+    patients: pd.DataFrame
+    packed: np.ndarray = field(repr=False)
+    output: str
+    auc_column: str
+    response: Response | None
+    _settings: _Settings = field(repr=False)
+
+    @property
+    def times(self) -> np.ndarray:
+        """The scenario's output grid (days)."""
+        return self._settings.times
+
+    @property
+    def metrics(self) -> tuple[str, str, str]:
+        return ("cmax", "tmax", self.auc_column)
+
+    def summary(self) -> pd.DataFrame:
+        """Per dose: n, n_failed, median/p5/p95 of cmax, tmax, AUC; P(PR), P(CR) by day.
+
+        Quantiles are over the solved patients; response probabilities over the solved
+        patients (for CR, those with an abnormal baseline), with ``n_cr_evaluable``.
+        """
+        rows = []
+        for dose, group in self.patients.groupby("DOSE", sort=False):
+            solved = group[group["status"] == 0]
+            row = {"DOSE": dose, "n": len(group), "n_failed": len(group) - len(solved)}
+            for metric in self.metrics:
+                values = solved[metric].to_numpy(dtype=float)
+                for label, q in (("median", 50), ("p5", 5), ("p95", 95)):
+                    row[f"{metric}_{label}"] = np.percentile(values, q) if values.size else np.nan
+            if self.response is not None:
+                row.update(self._response_summary(solved))
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def _response_summary(self, solved: pd.DataFrame) -> dict[str, float]:
+        suffix = self.response.suffix
+        pr = solved[f"pr_{suffix}"].dropna()
+        cr = solved[f"cr_{suffix}"].dropna()
+        return {
+            f"p_pr_{suffix}": float(pr.mean()) if len(pr) else np.nan,
+            f"p_cr_{suffix}": float(cr.mean()) if len(cr) else np.nan,
+            "n_cr_evaluable": len(cr),
+        }
+
+    def bands(
+        self, output: str | None = None, times: Sequence[float] | np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """Prediction bands of an output per dose and time: median, p5, p95 (and n solved).
+
+        Args:
+            output: a model output (default: the exposure output, e.g. CART).
+            times: days (default: the scenario's ``times`` grid).
+
+        Returns:
+            A DataFrame with DOSE, TIME (days), median, p5, p95 (output unit) and n.
+        """
+        output = output or self.output
+        k = _output_index(self.population.model, output)
+        grid = self.times if times is None else _checked_band_times(times)
+        frames = []
+        for dose in self.doses:
+            rows = np.flatnonzero((self.patients["DOSE"] == dose) & (self.patients["status"] == 0))
+            curves = self._curves(rows, grid, k)
+            frames.append(_quantiles(dose, grid, curves))
+        return pd.concat(frames, ignore_index=True)
+
+    def _curves(self, rows: np.ndarray, grid: np.ndarray, k: int) -> np.ndarray:
+        """Output k at ``grid`` (len(rows), len(grid)) for patient rows, each with its solver."""
+        kernels = self.population.model.kernels
+        methods = self.patients["solver"].map(METHODS).to_numpy()[rows]
+        curves = np.full((rows.size, grid.size), np.nan)
+        for code in np.unique(methods):
+            chosen = np.flatnonzero(methods == code)
+            settings = replace(self._settings, method=int(code))
+            for lo in range(0, chosen.size, LOCAL_CHUNK):
+                part = chosen[lo : lo + LOCAL_CHUNK]
+                offsets = np.arange(part.size + 1, dtype=np.int64) * grid.size
+                flat = np.tile(grid, part.size)
+                with _KERNEL_LOCK:
+                    values, _ = _solve_at(kernels, self.packed[rows[part]], flat, offsets, settings)
+                curves[part] = values[:, k].reshape(part.size, grid.size)
+        return curves[~np.isnan(curves).any(axis=1)]
+
+    def plot_exposure(self, path: str | PathLike[str] | None = None) -> Figure:
+        """Distribution of cmax, tmax and AUC per dose (box 25-75 %, whiskers 5-95 %)."""
+        from .scenario_plots import plot_exposure
+
+        unit = self.population.model.output_units.get(self.output, "")
+        return plot_exposure(self.patients, self.metrics, self.output, unit, path)
+
+    def plot_bands(
+        self, path: str | PathLike[str] | None = None, times: np.ndarray | None = None
+    ) -> Figure:
+        """Median and 5-95 % bands per dose over time: the exposure output (log axis) and,
+        with response criteria, the biomarker (with its upper limit of normal)."""
+        from .scenario_plots import plot_bands
+
+        model = self.population.model
+        panels = [(self.output, self.bands(self.output, times), True, None)]
+        if self.response is not None:
+            name = self.response.output
+            panels.append((name, self.bands(name, times), False, self.response.normal))
+        return plot_bands(panels, model.output_units, path)
+
+    def to_csv(self, path: str | PathLike[str]) -> Path:
+        """Write the per-patient table to a CSV file; returns its path."""
+        path = Path(path)
+        self.patients.to_csv(path, index=False)
+        return path
+
+
+def _checked_band_times(times: Any) -> np.ndarray:
+    try:
+        t = np.array(times, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("times: expected numbers (days)") from None
+    if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)) or np.any(np.diff(t) < 0):
+        raise ValueError("times: expected a sorted 1-D array of finite days")
+    return t
+
+
+def _quantiles(dose: float, grid: np.ndarray, curves: np.ndarray) -> pd.DataFrame:
+    if curves.shape[0] == 0:
+        q = np.full((3, grid.size), np.nan)
+    else:
+        q = np.percentile(curves, [50, 5, 95], axis=0)
+    return pd.DataFrame(
+        {
+            "DOSE": dose,
+            "TIME": grid,
+            "median": q[0],
+            "p5": q[1],
+            "p95": q[2],
+            "n": curves.shape[0],
+        }
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool | np.bool_)
+        and math.isfinite(value)
+    )
