@@ -20,7 +20,7 @@ import lmfit
 import numpy as np
 import pandas as pd
 
-from .errors import FitError
+from .errors import FitError, SolverError
 from .exposure import exposure as model_exposure
 from .likelihood import ERROR_MODELS, on_scale, residual_sd
 from .model import Model, list_models, load_model
@@ -245,7 +245,9 @@ class FitResult:
                 discarded and the rest counted in ``n_draws``).
             seed: seed of the draws.
             level: coverage of the percentile interval (0.95: 2.5th to 97.5th).
-            method: ODE method; None uses the fit's. Tolerances rtol 1e-8, atol 1e-10.
+            method: ODE method; None uses the fit's. Tolerances rtol 1e-8, atol 1e-10. If
+                an explicit method cannot solve some draws (a stiff corner of the parameter
+                space), every draw is solved again with ``"rodas"`` and a FitWarning says so.
 
         Returns:
             Rows cmax (output unit), tmax (day), ``auc_<start>_<end>`` (output unit·day),
@@ -306,7 +308,18 @@ class FitResult:
                 stacklevel=3,
             )
             return None
-        return self._exposure_of(draws, output, interval, method)
+        try:
+            return self._exposure_of(draws, output, interval, method)
+        except SolverError as err:
+            if method == "rodas":
+                raise
+            warnings.warn(
+                f"ID {self.subject}: method {method!r} could not solve some parameter draws "
+                f"({err}); the exposure of every draw was solved again with 'rodas'",
+                FitWarning,
+                stacklevel=3,
+            )
+            return self._exposure_of(draws, output, interval, "rodas")
 
     def _exposure_of(
         self, params: pd.DataFrame, output: str, interval: tuple[float, float], method: str
