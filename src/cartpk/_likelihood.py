@@ -189,6 +189,22 @@ def residuals_one(
     return True
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _point(
+    k, P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, d_time, d_amt, solver, pred, R, m2ll
+):
+    """Residuals R[k] and −2LL m2ll[k] of one subject at parameter point k."""
+    solved = residuals_one(
+        P[k], o_time, o_out, o_dv, o_cens, o_lloq, o_kind, EA[k], EB[k], d_time, d_amt,
+        solver, pred[k], R[k],
+    )  # fmt: skip
+    m2ll[k] = 0.0 if solved else np.inf
+    for j in range(o_time.size):
+        m2ll[k] += _point_m2ll(
+            o_kind[j], o_dv[j], pred[k, j, o_out[j]], o_cens[j], o_lloq[j], EA[k, j], EB[k, j]
+        )
+
+
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def points_batch(
     P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, d_time, d_amt, solver, pred, R, m2ll
@@ -200,15 +216,18 @@ def points_batch(
     ``pred`` is a workspace (k, n_obs, N_OUTPUTS).
     """
     for k in numba.prange(P.shape[0]):
-        solved = residuals_one(
-            P[k], o_time, o_out, o_dv, o_cens, o_lloq, o_kind, EA[k], EB[k], d_time, d_amt,
-            solver, pred[k], R[k],
-        )  # fmt: skip
-        m2ll[k] = 0.0 if solved else np.inf
-        for j in range(o_time.size):
-            m2ll[k] += _point_m2ll(
-                o_kind[j], o_dv[j], pred[k, j, o_out[j]], o_cens[j], o_lloq[j], EA[k, j], EB[k, j]
-            )
+        _point(k, P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, d_time, d_amt,
+               solver, pred, R, m2ll)  # fmt: skip
+
+
+@numba.njit(cache=True, error_model="numpy")
+def points_serial(
+    P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, d_time, d_amt, solver, pred, R, m2ll
+):
+    """:func:`points_batch` on the calling thread (a few points: no thread hand-off)."""
+    for k in range(P.shape[0]):
+        _point(k, P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, d_time, d_amt,
+               solver, pred, R, m2ll)  # fmt: skip
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -331,3 +350,48 @@ def mh_batch(
                 n_accepted += 1
         eta[i] = current
         accepted[i] = n_accepted
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def m2ll_rows(
+    P,
+    subject,
+    o_off,
+    o_time,
+    o_out,
+    o_dv,
+    o_cens,
+    o_lloq,
+    o_kind,
+    o_ea,
+    o_eb,
+    d_time,
+    d_amt,
+    d_off,
+    solver,
+    m2ll,
+):
+    """−2LL of subject ``subject[r]``'s data under parameters ``P[r]``, for every row r.
+
+    For importance sampling and other many-draws-per-subject evaluations: rows may repeat a
+    subject. +inf where the model cannot be solved.
+    """
+    for r in numba.prange(P.shape[0]):
+        i = subject[r]
+        lo, hi = o_off[i], o_off[i + 1]
+        pred = np.empty((hi - lo, N_OUTPUTS))
+        m2ll[r] = _subject_m2ll(
+            P[r],
+            o_time[lo:hi],
+            o_out[lo:hi],
+            o_dv[lo:hi],
+            o_cens[lo:hi],
+            o_lloq[lo:hi],
+            o_kind[lo:hi],
+            o_ea[lo:hi],
+            o_eb[lo:hi],
+            d_time[d_off[i] : d_off[i + 1]],
+            d_amt[d_off[i] : d_off[i + 1]],
+            solver,
+            pred,
+        )

@@ -25,7 +25,9 @@ TYPICAL = {
     "alpha": 0.16,  # 1/day
     "beta": 0.0032,  # 1/day
 }
-OMEGA = {"C0": 0.5, "rho": 0.15, "tmax": 0.2, "Fb": 0.5, "alpha": 0.3, "beta": 0.3}
+# Between-subject SDs: on C0, rho and alpha only, the random effects of the population model
+# that the README's `cartpk popfit` example fits (tmax, Fb and beta are common to all).
+OMEGA = {"C0": 0.5, "rho": 0.15, "tmax": 0.0, "Fb": 0.0, "alpha": 0.3, "beta": 0.0}
 DOSE_EXP = 1.0
 
 

@@ -1,0 +1,488 @@
+"""Population fits: nonlinear mixed effects by SAEM (stochastic approximation EM).
+
+The statistical model (as in Monolix and saemix). For subject i and model parameter j on its
+estimation scale (log, logit or none):
+
+    phi_ij = mu_j + sum_c theta_jc * x_ic + eta_ij,    eta_i ~ N(0, Omega),
+
+with covariate columns x_ic: log(COV / median COV) for a continuous covariate (a power model,
+param · (COV/median)^theta for log-scaled parameters) and [COV == level] for each non-reference
+level of a categorical one (param · e^theta). Parameters without a random effect have
+eta = 0; fixed parameters keep their value. Residual error per analyte: log, proportional,
+additive or combined; censored points by M3.
+
+SAEM (Kuhn and Lavielle 2004; Delyon, Lavielle and Moulines 1999), one iteration:
+
+1. Simulation: Metropolis–Hastings moves of each subject's eta (the numba kernel
+   ``mh_batch``, parallel over subjects): 2 independent proposals from N(0, Omega), 2 joint
+   random walks and 2 one-component random walks per random parameter; step sizes adapt
+   towards 40 % acceptance during the first phase.
+2. Stochastic approximation of the sufficient statistics (each subject's phi and sum of
+   phi phi') with step 1 during the first ``n_iter[0]`` iterations (exploration) and 1/k
+   during the last ``n_iter[1]`` (smoothing).
+3. Maximisation: mu and theta by least squares on the averaged phi, Omega from the averaged
+   second moments, the residual error parameters by maximising the data likelihood at the
+   current individual predictions (closed form for log/additive without censoring),
+   averaged in the same way. During the first half of the exploration phase, Omega and the
+   error SDs shrink by at most 5 % per iteration (simulated annealing).
+
+Parameters estimated without a random effect are given a vanishing one (SD 0.95^k of their
+start, Monolix's device) so that the same M-step estimates them. All random numbers come
+from one seeded generator and are drawn before each kernel call, so the estimates do not
+depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from tqdm.auto import tqdm
+
+from .data import Dataset, as_dataset
+from .errors import FitError
+from .fit import error_spec
+from .likelihood import (
+    ERROR_MODELS,
+    KIND_CODES,
+    ObservationArrays,
+    m2ll_censored,
+    m2ll_observed,
+    pack_observations,
+)
+from .model import Model, load_model
+from .population_result import PopulationFit
+from .scales import SCALE_CODES, to_estimation
+from .solve import method_code
+
+ANNEAL = 0.95
+TARGET_ACCEPTANCE = 0.4
+ERROR_START = {"sigma": 0.5, "b": 0.3, "a": 1.0}
+
+
+@dataclass
+class CovariateColumn:
+    """One column of the covariate design: the parameter it acts on and its values."""
+
+    parameter: str
+    covariate: str
+    kind: str
+    reference: Any
+    label: str
+    values: np.ndarray
+
+
+@dataclass
+class Design:
+    """What SAEM estimates and how individual parameters are built."""
+
+    model: Model
+    obs: ObservationArrays
+    random: list[str]
+    estimated: list[str]
+    columns: list[CovariateColumn]
+    errors: dict[str, tuple[str, dict[str, float]]]
+    start: np.ndarray
+    block: bool
+
+    @property
+    def n(self) -> int:
+        return len(self.obs.ids)
+
+    def index(self, name: str) -> int:
+        return self.model.param_names.index(name)
+
+    def mean(self, mu: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """(n, n_par) subject means on the estimation scale."""
+        m = np.repeat(mu[None, :], self.n, axis=0)
+        for column, coefficient in zip(self.columns, theta, strict=True):
+            m[:, self.index(column.parameter)] += coefficient * column.values
+        return m
+
+
+def fit_population(
+    model: Model | str,
+    data: Any,
+    random: Any = ("C0", "rho", "alpha"),
+    covariates: dict[str, Any] | None = None,
+    error: Any = None,
+    omega: str = "diagonal",
+    params: dict[str, Any] | None = None,
+    seed: int = 1,
+    n_iter: tuple[int, int] = (300, 150),
+    n_is: int = 1000,
+    progress: bool | None = None,
+    method: str | None = None,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+) -> PopulationFit:
+    """Fit a nonlinear mixed-effects model to a trial by SAEM.
+
+    Args:
+        model: a Model or a built-in name / path.
+        data: anything :func:`cartpk.read_dataset` accepts (several subjects).
+        random: parameters with a random effect (log-normal or logit-normal).
+        covariates: parameter -> covariate name(s), e.g. {"C0": ["DOSE"]}; numeric columns
+            other than 0/1 flags enter as power models centred on their median, others as
+            categorical with the most frequent level as reference.
+        error: as in :func:`cartpk.fit` (default "log" for every analyte).
+        omega: "diagonal" or "block" (full covariance among the random effects).
+        params: start values and fixed flags, name -> value or {"value", "vary"}; omega
+            starts from the model file's omegas (0.5 where none), name ``omega_<param>``.
+        seed: seed of every random draw (MCMC, importance sampling).
+        n_iter: (exploration, smoothing) iterations.
+        n_is: importance-sampling draws per subject for the −2LL.
+        progress: show a progress bar (default: only on an interactive terminal).
+        method, rtol, atol: ODE solver and tolerances.
+
+    Returns:
+        A :class:`cartpk.PopulationFit`.
+    """
+    model = model if isinstance(model, Model) else load_model(model)
+    ds = as_dataset(data)
+    design = build_design(model, ds, random, covariates, error, omega, params)
+    solver = np.array([method_code(model, method), rtol, atol, 100_000], dtype=np.float64)
+    run = Saem(design, solver, np.random.default_rng(seed), params or {})
+    run.iterate(n_iter, progress)
+    return run.result(ds, n_is, seed)
+
+
+def build_design(
+    model: Model,
+    ds: Dataset,
+    random: Any,
+    covariates: dict[str, Any] | None,
+    error: Any,
+    omega: str,
+    params: dict[str, Any] | None,
+) -> Design:
+    """Check the request against the model and data; the covariate design matrix."""
+    if len(ds.ids) < 2:
+        raise FitError("a population fit needs at least 2 subjects")
+    random = [random] if isinstance(random, str) else list(random)
+    given = params or {}
+    obs = pack_observations(ds, model, list(ds.ids))
+    errors = error_spec(error, tuple(pd.unique(obs.analyte)))
+    allowed = {
+        *model.param_names,
+        *(f"omega_{n}" for n in model.param_names),
+        *(f"{a}_{n}" for a, (kind, _) in errors.items() for n in ERROR_MODELS[kind]),
+    }
+    unknown = [n for n in [*random, *(covariates or {})] if n not in model.parameters]
+    unknown += [n for n in given if n not in allowed]
+    if unknown:
+        raise FitError(f"unknown parameters {unknown}; {model.name} has {list(model.param_names)}")
+    if omega not in ("diagonal", "block"):
+        raise FitError(f"omega {omega!r}: expected 'diagonal' or 'block'")
+    fixed = {n for n, p in model.parameters.items() if p.fixed}
+    fixed |= {n for n, v in given.items() if isinstance(v, dict) and v.get("vary") is False}
+    clash = [n for n in random if n in fixed]
+    if clash:
+        raise FitError(f"parameters {clash} are fixed: they cannot have a random effect")
+    for analyte, (kind, _) in errors.items():
+        if kind == "log":
+            ds.require_positive(analyte)
+    start = np.array(
+        [start_value(given.get(n, p.value), p) for n, p in model.parameters.items()], dtype=float
+    )
+    return Design(
+        model=model,
+        obs=obs,
+        random=random,
+        estimated=[n for n in model.param_names if n not in fixed],
+        columns=covariate_columns(ds, obs.ids, covariates or {}, model),
+        errors=errors,
+        start=start,
+        block=omega == "block",
+    )
+
+
+def start_value(entry: Any, p: Any) -> float:
+    """A parameter's start on its estimation scale."""
+    value = entry.get("value", p.value) if isinstance(entry, dict) else entry
+    if not p.lower <= value <= p.upper:
+        raise FitError(f"start value {value} outside [{p.lower}, {p.upper}]")
+    return to_estimation(value, p.scale, p.lower, p.upper)
+
+
+def covariate_columns(
+    ds: Dataset, ids: list[Any], covariates: dict[str, Any], model: Model
+) -> list[CovariateColumn]:
+    """Design columns: log(COV/median) for continuous covariates, indicators otherwise."""
+    table = ds.subject_covariates().reindex(ids) if ds.covariates else pd.DataFrame(index=ids)
+    columns = []
+    for parameter, names in covariates.items():
+        if model.parameters[parameter].fixed:
+            raise FitError(f"covariate effect on {parameter}: the parameter is fixed")
+        for name in [names] if isinstance(names, str) else list(names):
+            if name not in table:
+                raise FitError(f"covariate {name!r} (on {parameter}) is not a column of the data")
+            columns += design_columns(parameter, name, table[name])
+    return columns
+
+
+def design_columns(parameter: str, name: str, values: pd.Series) -> list[CovariateColumn]:
+    """One continuous column, or one indicator per non-reference categorical level."""
+    if values.isna().any():
+        missing = list(values.index[values.isna()][:10])
+        raise FitError(f"covariate {name}: missing for IDs {missing}")
+    numeric = pd.api.types.is_numeric_dtype(values)
+    if numeric and not set(np.unique(values)) <= {0, 1}:
+        if (values <= 0).any():
+            raise FitError(f"covariate {name}: a power model needs values > 0")
+        median = float(np.median(values))
+        ratio = np.log(values.to_numpy(float) / median)
+        return [
+            CovariateColumn(parameter, name, "continuous", median, f"{parameter}~{name}", ratio)
+        ]
+    levels = values.value_counts(sort=True)
+    reference = levels.index[0]
+    return [
+        CovariateColumn(
+            parameter,
+            name,
+            "categorical",
+            reference,
+            f"{parameter}~{name}[{level}]",
+            (values == level).to_numpy(float),
+        )
+        for level in sorted(levels.index[1:], key=str)
+    ]
+
+
+class Saem:
+    """The state of one SAEM run."""
+
+    def __init__(
+        self, design: Design, solver: np.ndarray, rng: np.random.Generator, params: dict
+    ) -> None:
+        self.d, self.solver, self.rng = design, solver, rng
+        model = design.model
+        pars = list(model.parameters.values())
+        self.scale = np.array([SCALE_CODES[p.scale] for p in pars], dtype=np.int64)
+        self.lower = np.array([p.lower for p in pars])
+        self.upper = np.array([p.upper for p in pars])
+        self.mu = design.start.copy()
+        self.theta = np.zeros(len(design.columns))
+        n_par = len(pars)
+        self.active = np.array([n in design.estimated for n in model.param_names])
+        self.is_random = np.array([n in design.random for n in model.param_names])
+        omega0 = [
+            float(params.get(f"omega_{n}", p.omega if p.omega else 0.5))
+            for n, p in model.parameters.items()
+        ]
+        self.omega = np.diag(np.where(self.active, np.square(omega0), 0.0))
+        self.pseudo0 = np.where(self.active & ~self.is_random, np.square(omega0), 0.0)
+        self.error = {
+            a: {
+                n: float(fixed.get(n, params.get(f"{a}_{n}", ERROR_START[n])))
+                for n in ERROR_MODELS[kind]
+            }
+            for a, (kind, fixed) in design.errors.items()
+        }
+        self.kind = np.array([KIND_CODES[design.errors[a][0]] for a in design.obs.analyte])
+        self.eta = np.zeros((design.n, n_par))
+        self.step = {1: np.where(self.active, 0.3, 0.0), 2: np.where(self.active, 0.3, 0.0)}
+        self.s_phi = np.zeros((design.n, n_par))
+        self.s_phi_sq = np.zeros((design.n, n_par))
+        self.s_phi2 = np.zeros((n_par, n_par))
+        self.history: list[dict[str, float]] = []
+        self.pred = np.empty((design.obs.time.size, len(model.outputs)))
+        self.m2ll = np.empty(design.n)
+
+    # --- the kernels ---------------------------------------------------------------------
+
+    def error_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row error parameters (ea, eb) for the kernels."""
+        ea = np.zeros(self.kind.size)
+        eb = np.zeros(self.kind.size)
+        for analyte, values in self.error.items():
+            rows = self.d.obs.analyte == analyte
+            ea[rows] = values.get("sigma", values.get("a", 0.0))
+            eb[rows] = values.get("b", 0.0)
+        return ea, eb
+
+    def observation_args(self) -> tuple:
+        obs = self.d.obs
+        ea, eb = self.error_arrays()
+        return (
+            obs.off, obs.time, obs.out, obs.dv, obs.cens, obs.lloq, self.kind, ea, eb,
+            obs.d_time, obs.d_amt, obs.d_off, self.solver,
+        )  # fmt: skip
+
+    def natural(self, phi: np.ndarray) -> np.ndarray:
+        """Packed kernel rows (natural-scale parameters, covariates) of every subject's phi."""
+        return self.natural_rows(phi, self.d.obs.covariates)
+
+    def natural_rows(self, phi: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+        """Packed kernel rows for estimation-scale rows phi (k, n_par) and covariates (k, c)."""
+        lower, upper = self.lower, self.upper
+        with np.errstate(over="ignore"):
+            logit = lower + (upper - lower) / (1 + np.exp(-phi))
+            nat = np.where(self.scale == 1, np.exp(phi), np.where(self.scale == 2, logit, phi))
+        return np.ascontiguousarray(np.hstack([nat, covariates]))
+
+    def evaluate(self) -> None:
+        """−2LL per subject and predictions at the current individual parameters."""
+        mean = self.d.mean(self.mu, self.theta)
+        self.d.model.kernels.m2ll_batch(
+            self.natural(mean + self.eta), *self.observation_args(), self.pred, self.m2ll
+        )
+        bad = ~np.isfinite(self.m2ll)
+        if bad.any():
+            ids = [self.d.obs.ids[k] for k in np.flatnonzero(bad)[:10]]
+            raise FitError(
+                f"SAEM: the model cannot be solved (or predicts impossible values) for IDs "
+                f"{ids} at the current parameters; check the start values"
+            )
+
+    def omega_for_mcmc(self, k: int) -> np.ndarray:
+        """Omega with the vanishing variance of estimated parameters without random effect."""
+        pseudo = np.maximum(self.pseudo0 * ANNEAL ** (2 * k), 1e-8)
+        return self.omega + np.diag(np.where(self.pseudo0 > 0, pseudo, 0.0))
+
+    def simulate(self, k: int) -> None:
+        """Metropolis–Hastings moves of every subject's eta (numba, parallel)."""
+        omega = self.omega_for_mcmc(k)
+        active = np.flatnonzero(self.active)
+        sub = omega[np.ix_(active, active)]
+        chol = np.zeros_like(omega)
+        inv = np.zeros_like(omega)
+        chol[np.ix_(active, active)] = np.linalg.cholesky(sub)
+        inv[np.ix_(active, active)] = np.linalg.inv(sub)
+        mean = self.d.mean(self.mu, self.theta)
+        n, n_par = self.eta.shape
+        kernels = self.d.model.kernels
+        args = self.observation_args()
+        for mode, moves in ((0, 2), (1, 2), (2, 2 * active.size)):
+            z = self.rng.standard_normal((n, moves, n_par))
+            u = self.rng.random((n, moves))
+            accepted = np.zeros(n, dtype=np.int64)
+            step = self.step.get(mode, np.zeros(n_par)) * np.sqrt(np.diag(omega))
+            kernels.mh_batch(
+                mean, self.eta, self.m2ll, mode, step, chol, inv, z, u, self.scale,
+                self.lower, self.upper, self.d.obs.covariates, *args, self.pred, accepted,
+            )  # fmt: skip
+            if mode and k < self.n_explore:
+                rate = accepted.sum() / (n * moves)
+                self.step[mode] *= 1 + 0.4 * (rate - TARGET_ACCEPTANCE)
+
+    # --- stochastic approximation and maximisation ----------------------------------------
+
+    def approximate(self, gamma: float) -> None:
+        phi = self.d.mean(self.mu, self.theta) + self.eta
+        self.s_phi += gamma * (phi - self.s_phi)
+        self.s_phi_sq += gamma * (phi**2 - self.s_phi_sq)
+        self.s_phi2 += gamma * (phi.T @ phi - self.s_phi2)
+
+    def maximise(self, k: int, gamma: float) -> None:
+        d = self.d
+        coefficients = {}
+        for j in np.flatnonzero(self.active):
+            name = d.model.param_names[j]
+            cols = [c for c in d.columns if c.parameter == name]
+            X = np.column_stack([np.ones(d.n), *[c.values for c in cols]])
+            beta = np.linalg.lstsq(X, self.s_phi[:, j], rcond=None)[0]
+            self.mu[j] = beta[0]
+            coefficients.update(zip([c.label for c in cols], beta[1:], strict=True))
+        self.theta = np.array([coefficients[c.label] for c in d.columns])
+        mean = d.mean(self.mu, self.theta)
+        full = (self.s_phi2 - self.s_phi.T @ mean - mean.T @ self.s_phi + mean.T @ mean) / d.n
+        random = self.is_random
+        new = np.zeros_like(self.omega)
+        if d.block:
+            new[np.ix_(random, random)] = full[np.ix_(random, random)]
+        else:
+            new[random, random] = np.diag(full)[random]
+        if k < self.n_explore // 2:
+            floor = ANNEAL**2 * np.diag(self.omega)
+            np.fill_diagonal(new, np.maximum(np.diag(new), np.where(random, floor, 0.0)))
+        self.omega = new
+        self.update_error(k, gamma)
+
+    def update_error(self, k: int, gamma: float) -> None:
+        """Residual error parameters: maximise the data likelihood at the current fit."""
+        f = self.pred[np.arange(self.kind.size), self.d.obs.out]
+        for analyte, (kind, fixed) in self.d.errors.items():
+            names = [n for n in ERROR_MODELS[kind] if n not in fixed]
+            if not names:
+                continue
+            rows = self.d.obs.analyte == analyte
+            best = best_error(kind, fixed, names, self.d.obs, rows, f, self.error[analyte])
+            for name in names:
+                old = self.error[analyte][name]
+                value = old + gamma * (best[name] - old)
+                if k < self.n_explore // 2:
+                    value = max(value, ANNEAL * old)
+                self.error[analyte][name] = value
+
+    # --- the run ----------------------------------------------------------------------------
+
+    def iterate(self, n_iter: tuple[int, int], progress: bool | None) -> None:
+        self.n_explore, n_smooth = (int(v) for v in n_iter)
+        if self.n_explore < 1 or n_smooth < 1:
+            raise FitError(f"n_iter {n_iter}: both phases need at least 1 iteration")
+        total = self.n_explore + n_smooth
+        self.evaluate()
+        show = _interactive() if progress is None else progress
+        bar = tqdm(range(total), desc=f"SAEM {self.d.model.name}", disable=not show, leave=False)
+        for k in bar:
+            gamma = 1.0 if k < self.n_explore else 1.0 / (k - self.n_explore + 2)
+            self.simulate(k)
+            self.evaluate()
+            self.approximate(gamma)
+            phi = self.d.mean(self.mu, self.theta) + self.eta
+            self.maximise(k, gamma)
+            self.eta = phi - self.d.mean(self.mu, self.theta)
+            self.evaluate()
+            self.history.append(self.snapshot())
+        bar.close()
+
+    def snapshot(self) -> dict[str, float]:
+        out = {f"mu_{n}": float(v) for n, v in zip(self.d.model.param_names, self.mu, strict=True)}
+        out.update({c.label: float(t) for c, t in zip(self.d.columns, self.theta, strict=True)})
+        for j, name in enumerate(self.d.model.param_names):
+            if self.is_random[j]:
+                out[f"omega_{name}"] = float(np.sqrt(self.omega[j, j]))
+        for analyte, values in self.error.items():
+            out.update({f"{analyte}_{n}": float(v) for n, v in values.items()})
+        return out
+
+    def result(self, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
+        from .population_after import finish
+
+        return finish(self, ds, n_is, seed)
+
+
+def _interactive() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+def best_error(
+    kind: str,
+    fixed: dict[str, float],
+    names: list[str],
+    obs: ObservationArrays,
+    rows: np.ndarray,
+    f: np.ndarray,
+    current: dict[str, float],
+) -> dict[str, float]:
+    """Error parameters maximising the likelihood of ``rows`` given predictions f."""
+    dv, cens, lloq, fr = obs.dv[rows], obs.cens[rows] == 1, obs.lloq[rows], f[rows]
+    if kind in ("log", "additive") and not cens.any():
+        resid = np.log(dv / fr) if kind == "log" else dv - fr
+        return {names[0]: float(np.sqrt(np.mean(resid**2)))}
+
+    def objective(log_values: np.ndarray) -> float:
+        error = {**fixed, **dict(zip(names, np.exp(log_values), strict=True))}
+        total = m2ll_observed(kind, dv[~cens], fr[~cens], error).sum()
+        return float(total + m2ll_censored(kind, lloq[cens], fr[cens], error).sum())
+
+    start = np.log([current[n] for n in names])
+    found = minimize(objective, start, method="Nelder-Mead", options={"xatol": 1e-8})
+    return dict(zip(names, np.exp(found.x), strict=True))

@@ -1,0 +1,333 @@
+"""After the SAEM iterations: conditional modes, −2LL by importance sampling, standard errors.
+
+* Conditional modes: each subject's maximum a posteriori parameters given the population
+  estimates (an individual fit with the population distribution as prior).
+* −2LL: importance sampling per subject with a Student-t (5 degrees of freedom) proposal
+  centred on the conditional mean with the conditional SD from the chain, as Monolix does.
+* Standard errors: the Fisher information of the model linearised around the conditional
+  modes (Monolix's "linearization" method): y_i ≈ N(f_i + J_i(m_i(θ) − φ̂_i),
+  J_i Ω J_i' + Σ_i) on the error model's scale, quantified observations only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy.special import logsumexp
+from scipy.stats import t as student_t
+
+from .data import Dataset
+from .fit import FitWarning, fit
+from .population_result import PopulationFit
+from .scales import to_natural
+from .solve import solve_batch
+
+if TYPE_CHECKING:
+    from .population import Saem
+
+IS_DF = 5
+IS_CHUNK = 20_000
+
+
+def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
+    """Everything a PopulationFit holds, from the final SAEM state."""
+    d = run.d
+    notes: list[str] = []
+    design = d.mean(run.mu, run.theta)
+    phi_mean = run.s_phi.copy()
+    phi_sd = np.sqrt(np.maximum(run.s_phi_sq - run.s_phi**2, 0.0))
+    phi_mode = conditional_modes(run, ds, design, notes)
+    ofv, ofv_se = importance_sampling(run, design, phi_mean, phi_sd, n_is, seed)
+    names, covariance = fisher_covariance(run, phi_mode, notes)
+    random = [j for j, name in enumerate(d.model.param_names) if name in d.random]
+    obs = d.obs
+    observations = pd.DataFrame(
+        {
+            "ID": np.repeat(np.array(obs.ids, dtype=object), np.diff(obs.off)),
+            "TIME": obs.time,
+            "DV": obs.dv,
+            "CENS": obs.cens,
+            "LLOQ": obs.lloq,
+            "ANALYTE": obs.analyte,
+        }
+    )
+    for note in notes:
+        warnings.warn(note, FitWarning, stacklevel=4)
+    return PopulationFit(
+        model=d.model,
+        ids=list(obs.ids),
+        random=list(d.random),
+        estimated=list(d.estimated),
+        covariate_model=[
+            {
+                "parameter": c.parameter,
+                "covariate": c.covariate,
+                "kind": c.kind,
+                "reference": c.reference,
+                "label": c.label,
+                "level": c.label.rsplit("[", 1)[-1].rstrip("]")
+                if c.kind == "categorical"
+                else None,
+            }
+            for c in d.columns
+        ],
+        errors=d.errors,
+        omega_kind="block" if d.block else "diagonal",
+        mu=dict(zip(d.model.param_names, run.mu.tolist(), strict=True)),
+        theta={c.label: float(v) for c, v in zip(d.columns, run.theta, strict=True)},
+        omega=run.omega[np.ix_(random, random)],
+        sigma_values={a: dict(v) for a, v in run.error.items()},
+        theta_names=names,
+        covariance=covariance,
+        ofv=ofv,
+        ofv_se=ofv_se,
+        n_obs=int(obs.time.size),
+        phi_mode=phi_mode,
+        phi_mean=phi_mean,
+        covariates=obs.covariates,
+        design=design,
+        observations=observations,
+        history=pd.DataFrame(run.history),
+        settings={
+            "n_iter": [run.n_explore, len(run.history) - run.n_explore],
+            "seed": seed,
+            "n_is": n_is,
+            "method": int(run.solver[0]),
+            "rtol": float(run.solver[1]),
+            "atol": float(run.solver[2]),
+        },
+        notes=notes,
+    )
+
+
+def conditional_modes(run: Saem, ds: Dataset, design: np.ndarray, notes: list[str]) -> np.ndarray:
+    """MAP individual parameters (estimation scale), each subject fitted with the population
+    prior on its random effects and every other parameter fixed at its population value."""
+    d = run.d
+    model = d.model
+    random = [j for j, n in enumerate(model.param_names) if n in d.random]
+    sd = np.sqrt(np.diag(run.omega))
+    if d.block:
+        notes.append("conditional modes use the diagonal of a block Omega as prior")
+    errors = {a: (kind, dict(run.error[a])) for a, (kind, _) in d.errors.items()}
+    modes = design.copy()
+    for i, subject in enumerate(d.obs.ids):
+        natural = {
+            name: float(to_natural(design[i, j], p.scale, p.lower, p.upper))
+            for j, (name, p) in enumerate(model.parameters.items())
+        }
+        start = {
+            name: {"value": float(to_natural(run.s_phi[i, j], p.scale, p.lower, p.upper))}
+            if j in random
+            else {"value": natural[name], "vary": False}
+            for j, (name, p) in enumerate(model.parameters.items())
+        }
+        priors = {model.param_names[j]: (natural[model.param_names[j]], sd[j]) for j in random}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FitWarning)
+            result = fit(
+                model, ds, id=subject, params=start, error=errors, priors=priors,
+                rtol=1e-8, atol=1e-10,
+            )  # fmt: skip
+        modes[i, random] = [result.estimation[model.param_names[j]] for j in random]
+        if not result.success:
+            notes.append(f"ID {subject}: conditional mode not converged ({result.message})")
+    return modes
+
+
+def importance_sampling(
+    run: Saem, design: np.ndarray, mean: np.ndarray, sd: np.ndarray, n_is: int, seed: int
+) -> tuple[float, float]:
+    """−2 log-likelihood by importance sampling and its Monte Carlo SE."""
+    d = run.d
+    random = np.array([j for j, n in enumerate(d.model.param_names) if n in d.random])
+    omega = run.omega[np.ix_(random, random)]
+    inv = np.linalg.inv(omega)
+    _, logdet = np.linalg.slogdet(2 * np.pi * omega)
+    scale = np.maximum(sd[:, random], 0.05 * np.sqrt(np.diag(omega)))
+    rng = np.random.default_rng([seed, 7])
+    n = d.n
+    draws = rng.standard_t(IS_DF, size=(n, n_is, random.size))
+    phi = np.repeat(design[:, None, :], n_is, axis=1)
+    phi[:, :, random] = mean[:, None, random] + scale[:, None, :] * draws
+    eta = phi[:, :, random] - design[:, None, random]
+    log_prior = -0.5 * (np.einsum("ima,ab,imb->im", eta, inv, eta) + logdet)
+    log_q = student_t.logpdf(draws, IS_DF).sum(axis=2) - np.log(scale).sum(axis=1)[:, None]
+    m2ll = data_m2ll(run, phi.reshape(n * n_is, -1), np.repeat(np.arange(n), n_is))
+    log_w = -0.5 * m2ll.reshape(n, n_is) + log_prior - log_q
+    log_l = logsumexp(log_w, axis=1) - np.log(n_is)
+    w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+    relative_var = w.var(axis=1) / (n_is * w.mean(axis=1) ** 2)
+    return float(-2 * log_l.sum()), float(2 * np.sqrt(relative_var.sum()))
+
+
+def data_m2ll(run: Saem, phi: np.ndarray, subject: np.ndarray) -> np.ndarray:
+    """Data −2LL of subject ``subject[r]`` at individual parameters ``phi[r]`` (chunked)."""
+    out = np.empty(phi.shape[0])
+    args = run.observation_args()
+    kernels = run.d.model.kernels
+    covariates = run.d.obs.covariates
+    for lo in range(0, phi.shape[0], IS_CHUNK):
+        rows = slice(lo, lo + IS_CHUNK)
+        nat = run.natural_rows(phi[rows], covariates[subject[rows]])
+        kernels.m2ll_rows(nat, subject[rows].astype(np.int64), *args, out[rows])
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+def fisher_covariance(
+    run: Saem, phi_mode: np.ndarray, notes: list[str]
+) -> tuple[list[str], np.ndarray | None]:
+    """Inverse Fisher information of the linearised model, over the estimated parameters."""
+    d = run.d
+    names = d.model.param_names
+    active = [j for j, n in enumerate(names) if n in d.estimated]
+    random = [j for j, n in enumerate(names) if n in d.random]
+    blocks = omega_elements(random, d.block)
+    errors = [
+        (a, n) for a, (kind, fixed) in d.errors.items() for n in run.error[a] if n not in fixed
+    ]
+    labels = [f"mu_{names[j]}" for j in active] + [c.label for c in d.columns]
+    labels += [omega_label(names, a, b) for a, b in blocks]
+    labels += [f"{a}_{n}" for a, n in errors]
+    f, J = linearise(run, phi_mode, active)
+    info = np.zeros((len(labels), len(labels)))
+    quantified = d.obs.cens == 0
+    for i in range(d.n):
+        rows = np.arange(d.obs.off[i], d.obs.off[i + 1])
+        rows = rows[quantified[rows]]
+        if rows.size == 0:
+            continue
+        info += subject_information(run, i, rows, f[rows], J[rows], active, random, blocks, errors)
+    omega_index = [labels.index(omega_label(names, a, a)) for a in random]
+    try:
+        covariance = np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        notes.append("the Fisher information is singular: standard errors not computable")
+        return labels, None
+    if np.any(np.diag(covariance) <= 0) or not np.all(np.isfinite(covariance)):
+        notes.append("the Fisher information is not positive definite: no standard errors")
+        return labels, None
+    for k, j in zip(omega_index, random, strict=True):
+        # the variance element's SE turned into the SD's by the delta method
+        sd = np.sqrt(run.omega[j, j])
+        covariance[k, :] /= 2 * sd
+        covariance[:, k] /= 2 * sd
+        labels[k] = f"omega_{names[j]}"
+    return labels, covariance
+
+
+def omega_elements(random: list[int], block: bool) -> list[tuple[int, int]]:
+    """The Omega elements estimated: the diagonal, or the lower triangle of a block."""
+    if not block:
+        return [(j, j) for j in random]
+    return [(a, b) for k, a in enumerate(random) for b in random[: k + 1]]
+
+
+def omega_label(names: tuple[str, ...], a: int, b: int) -> str:
+    return f"omega2_{names[a]}" if a == b else f"omega_{names[a]},{names[b]}"
+
+
+def linearise(run: Saem, phi: np.ndarray, active: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions on the error scale at phi and their Jacobian over the active parameters."""
+    d = run.d
+    n, step = d.n, 1e-4
+    points = np.repeat(phi[:, None, :], len(active) + 1, axis=1)
+    for k, j in enumerate(active):
+        points[:, k + 1, j] += step
+    flat = points.reshape(n * (len(active) + 1), -1)
+    subject = np.repeat(np.arange(n), len(active) + 1)
+    nat = run.natural_rows(flat, d.obs.covariates[subject])
+    counts = np.diff(d.obs.off)
+    times = np.concatenate([d.obs.time[d.obs.off[i] : d.obs.off[i + 1]] for i in subject])
+    offsets = np.concatenate([[0], np.cumsum(counts[subject])])
+    sol = solve_batch(
+        d.model,
+        nat[:, : len(d.model.param_names)],
+        nat[:, len(d.model.param_names) :] if d.obs.covariates.size else None,
+        times=times,
+        offsets=offsets,
+        rtol=1e-9,
+        atol=1e-12,
+        on_failure="nan",
+    ).values
+    f = np.empty(d.obs.time.size)
+    J = np.empty((d.obs.time.size, len(active)))
+    for i in range(n):
+        rows = slice(d.obs.off[i], d.obs.off[i + 1])
+        first = i * (len(active) + 1)
+        block = [
+            error_scale(run, rows, sol[offsets[first + k] : offsets[first + k + 1]])
+            for k in range(len(active) + 1)
+        ]
+        f[rows] = block[0]
+        J[rows] = np.column_stack([(b - block[0]) / step for b in block[1:]])
+    return f, J
+
+
+def error_scale(run: Saem, rows: slice, values: np.ndarray) -> np.ndarray:
+    """A subject's predictions of its observed outputs, on the error model's scale."""
+    out = values[np.arange(values.shape[0]), run.d.obs.out[rows]]
+    log = run.kind[rows] == 0
+    return np.where(log, np.log(np.where(log, out, 1.0)), out)
+
+
+def subject_information(
+    run: Saem,
+    i: int,
+    rows: np.ndarray,
+    f: np.ndarray,
+    J: np.ndarray,
+    active: list[int],
+    random: list[int],
+    blocks: list[tuple[int, int]],
+    errors: list[tuple[str, str]],
+) -> np.ndarray:
+    """One subject's Fisher information of the linearised Gaussian model."""
+    d = run.d
+    pos = {j: k for k, j in enumerate(active)}
+    JR = J[:, [pos[j] for j in random]]
+    omega = run.omega[np.ix_(random, random)]
+    natural_f = np.where(run.kind[rows] == 0, np.exp(f), f)
+    variance, d_error = residual_variance(run, rows, natural_f, errors)
+    V = JR @ omega @ JR.T + np.diag(variance)
+    Vinv = np.linalg.inv(V)
+    dm = [J[:, k] for k in range(len(active))]
+    dm += [J[:, pos[d.model.param_names.index(c.parameter)]] * c.values[i] for c in d.columns]
+    dV = [np.zeros_like(V)] * len(dm)
+    for a, b in blocks:
+        ja, jb = JR[:, random.index(a)], JR[:, random.index(b)]
+        outer = np.outer(ja, jb)
+        dV.append(outer if a == b else outer + outer.T)
+    dm += [np.zeros_like(f)] * (len(blocks) + len(errors))
+    dV += [np.diag(g) for g in d_error]
+    A = [Vinv @ m for m in dV]
+    n = len(dm)
+    info = np.empty((n, n))
+    for a in range(n):
+        for b in range(a, n):
+            value = dm[a] @ Vinv @ dm[b] + 0.5 * np.sum(A[a] * A[b].T)
+            info[a, b] = info[b, a] = value
+    return info
+
+
+def residual_variance(
+    run: Saem, rows: np.ndarray, f: np.ndarray, errors: list[tuple[str, str]]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Residual variances of the rows and their derivatives w.r.t. each log error parameter."""
+    analyte = run.d.obs.analyte[rows]
+    variance = np.zeros(rows.size)
+    for name, (kind, _) in run.d.errors.items():
+        e, on = run.error[name], analyte == name
+        a2 = e.get("sigma", e.get("a", 0.0)) ** 2
+        b2f2 = e.get("b", 0.0) ** 2 * f**2
+        variance[on] = (a2 + b2f2)[on] if kind != "proportional" else b2f2[on]
+    derivatives = []
+    for name, parameter in errors:
+        value = run.error[name][parameter]
+        on = analyte == name
+        g = np.where(on, 2 * value**2 * (f**2 if parameter == "b" else 1.0), 0.0)
+        derivatives.append(g)
+    return variance, derivatives
