@@ -154,6 +154,195 @@ def simulate(
         typer.echo(f"wrote {plot}")
 
 
+def parse_errors(items: list[str]) -> dict[str, tuple[str, dict[str, float]]]:
+    """Parse repeated ``ANALYTE=kind[,name=value...]`` options (fixed error parameters)."""
+    errors: dict[str, tuple[str, dict[str, float]]] = {}
+    for item in items:
+        analyte, sep, rest = item.partition("=")
+        kind, *fixed = (part.strip() for part in rest.split(","))
+        if not sep or not analyte.strip() or not kind:
+            raise ValueError(
+                f"--error {item!r}: expected ANALYTE=kind[,name=value], e.g. CART=log or "
+                "VEGF=proportional,b=0.1"
+            )
+        errors[analyte.strip()] = (kind, parse_assignments(fixed, f"--error {item!r}:"))
+    return errors
+
+
+def parse_priors(items: list[str]) -> dict[str, tuple[float, float]]:
+    """Parse repeated ``name=mean,sd`` options (mean natural scale, SD estimation scale)."""
+    priors: dict[str, tuple[float, float]] = {}
+    for item in items:
+        name, sep, rest = item.partition("=")
+        try:
+            mean, sd = (float(part) for part in rest.split(","))
+            if not sep or not name.strip():
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"--prior {item!r}: expected name=mean,sd with two numbers, e.g. tmax=12,0.3"
+            ) from None
+        priors[name.strip()] = (mean, sd)
+    return priors
+
+
+def match_id(text: str, ids: Any) -> Any:
+    """The data's ID written ``text`` on the command line (IDs may be numbers or text)."""
+    for subject in ids:
+        if str(subject) == text:
+            return subject
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    for subject in ids:
+        if value is not None and isinstance(subject, int | float | np.number):
+            if float(subject) == value:
+                return subject
+    shown = ", ".join(str(s) for s in list(ids)[:10]) + (" ..." if len(ids) > 10 else "")
+    raise ValueError(f"--id {text!r}: no such subject in the data (IDs: {shown})")
+
+
+def per_subject_path(path: Path, subject: Any) -> Path:
+    """``fit.png`` -> ``fit_<ID>.png`` (characters unsafe in file names become ``_``)."""
+    label = "".join(c if c.isalnum() or c in "-." else "_" for c in str(subject))
+    return path.with_name(f"{path.stem}_{label}{path.suffix}")
+
+
+def show_fit(result: Any) -> None:
+    """Parameter table, OFV/AIC/BIC, convergence and notes of one subject's fit."""
+    show(
+        f"{result.model.name} fit of ID {result.subject}: {result.n_obs} observations, "
+        f"{len(result.names)} estimated parameters",
+        result.table(),
+    )
+    typer.echo(f"\nOFV (-2LL) {result.ofv:.4f}   AIC {result.aic:.4f}   BIC {result.bic:.4f}")
+    if result.priors:
+        typer.echo(f"objective with prior penalty {result.objective:.4f}")
+    status = "converged" if result.success else "did not converge"
+    typer.echo(f"optimiser {status}; {result.n_at_best} of {result.n_starts} start(s) at the best")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+
+
+def show_fit_table(table: Any) -> None:
+    """Per-subject estimates and criteria, then each subject's notes and failures."""
+    frame = table.table().drop(columns="notes")
+    show(f"Individual fits of {len(table.results) + len(table.errors)} subjects", frame)
+    for subject, result in table.results.items():
+        for note in result.notes:
+            typer.echo(f"note: ID {subject}: {note}")
+    for subject, message in table.errors.items():
+        typer.echo(f"ID {subject}: not fitted: {message}")
+
+
+def check_fixed(model: Any, params: dict[str, Any], errors: dict[str, Any]) -> None:
+    """Refuse --fix names that are neither model nor error parameters, and bad values."""
+    from .fit import build_parameters
+    from .likelihood import ERROR_MODELS
+
+    error_names = [f"{a}_{n}" for a, (kind, _) in errors.items() for n in ERROR_MODELS[kind]]
+    for name in params:
+        if name not in model.parameters and name not in error_names:
+            raise ValueError(
+                f"--fix {name}: not a parameter of {model.name} ({', '.join(model.param_names)}) "
+                f"nor an error parameter ({', '.join(error_names)})"
+            )
+    build_parameters(model, params, errors)
+
+
+@app.command()
+@reports_errors
+def fit(
+    model: Annotated[str, typer.Argument(help="Built-in model name or path to a .toml file.")],
+    data: Annotated[Path, typer.Argument(help="Dataset (CSV, long NONMEM-style format).")],
+    id: Annotated[
+        str | None, typer.Option("--id", help="Subject to fit (default: every subject).")
+    ] = None,
+    fix: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fix", help="Fix a parameter at a value: name=value (model or error parameter)."
+        ),
+    ] = None,
+    error: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--error",
+            help="Error model: ANALYTE=kind[,name=value] with kind log, proportional, "
+            "additive or combined; name=value fixes an error parameter, e.g. "
+            "VEGF=proportional,b=0.1 (default: log).",
+        ),
+    ] = None,
+    prior: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--prior", help="Gaussian prior: name=mean,sd (mean natural, SD estimation scale)."
+        ),
+    ] = None,
+    n_starts: Annotated[int, typer.Option(help="Number of optimiser starts.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the extra starts.")] = 1,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the fit as JSON.")
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Save the fit figure (PNG/PDF/SVG); with several subjects one file per "
+            "subject, named <stem>_<ID><suffix>."
+        ),
+    ] = None,
+) -> None:
+    """Fit a model to each subject's data (or one, with --id) by maximum likelihood.
+
+    Censored points (CENS=1) enter by the M3 likelihood; with --prior the fit is MAP.
+    Prints the parameter table, OFV/AIC/BIC and any warnings.
+    """
+    import warnings
+
+    from .data import read_dataset
+    from .fit import FitWarning, error_spec, prior_means
+    from .fit import fit as run_fit
+    from .fit_result import FitResult
+    from .model import load_model
+
+    spec = load_model(model)
+    ds = read_dataset(data)
+    subject = None if id is None else match_id(id, ds.ids)
+    errors = parse_errors(error or [])
+    params = {
+        name: {"value": value, "vary": False}
+        for name, value in parse_assignments(fix or [], "--fix").items()
+    }
+    priors = parse_priors(prior or [])
+    check_fixed(spec, params, error_spec(errors, ds.analytes))
+    prior_means(spec, priors)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_fit(
+            spec, ds, id=subject, params=params, error=errors, priors=priors,
+            n_starts=n_starts, seed=seed,
+        )  # fmt: skip
+    for warning in caught:
+        if not issubclass(warning.category, FitWarning):
+            typer.echo(f"warning: {warning.message}")
+    results = [result] if isinstance(result, FitResult) else list(result.results.values())
+    if isinstance(result, FitResult):
+        show_fit(result)
+    else:
+        show_fit_table(result)
+        if not results:
+            raise FitError("no subject could be fitted (see above)")
+    if output is not None:
+        output.write_text(result.to_json(), encoding="utf-8")
+        typer.echo(f"\nwrote {output}")
+    if plot is not None:
+        for one in results:
+            path = plot if len(results) == 1 else per_subject_path(plot, one.subject)
+            one.plot(path)
+            typer.echo(f"wrote {path}")
+
+
 @app.command()
 @reports_errors
 def demo(
