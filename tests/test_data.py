@@ -191,3 +191,12 @@ def test_generator_curve_matches_closed_form_by_hand() -> None:
     ]
     got = gen.stein_closed_form(t, c0, rho, tmax, fb, alpha, beta)
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_a_frame_with_repeated_index_labels_is_read() -> None:
+    """pd.concat without ignore_index repeats index labels; rows are still all read."""
+    one = pd.DataFrame({"ID": [1, 1], "TIME": [0.0, 1.0], "DV": [5.0, 9.0]})
+    both = pd.concat([one, one.assign(ID=2)])
+    ds = read_dataset(both)
+    assert len(ds.frame) == 4 and list(ds.ids) == [1, 2]
+    assert both.index.tolist() == [0, 1, 0, 1]

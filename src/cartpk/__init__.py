@@ -6,9 +6,13 @@ The public API is the names listed in ``__all__``.
 from .data import Dataset, read_dataset
 from .errors import DataError, FitError, ModelError, SolverError
 from .exposure import exposure
-from .fit import FitResult, fit
+from .fit import fit
+from .fit_result import FitResult, FitTable
 from .model import Model, list_models, load_model
 from .nca import nca, nca_summary
+from .population import fit_population
+from .population_result import PopulationFit
+from .scenarios import Population, scenarios
 from .solve import simulate
 
 __version__ = "0.1.0"
@@ -18,16 +22,21 @@ __all__ = [
     "Dataset",
     "FitError",
     "FitResult",
+    "FitTable",
     "Model",
     "ModelError",
+    "Population",
+    "PopulationFit",
     "SolverError",
     "__version__",
     "exposure",
     "fit",
+    "fit_population",
     "list_models",
     "load_model",
     "nca",
     "nca_summary",
     "read_dataset",
+    "scenarios",
     "simulate",
 ]

@@ -282,6 +282,7 @@ def mh_batch(
     d_off,
     solver,
     pred,
+    kept,
     accepted,
 ):
     """Metropolis–Hastings sweeps over the random effects of every subject, in place.
@@ -294,7 +295,9 @@ def mh_batch(
     rows for parameters without random effects), accepted on the likelihood ratio;
     mode 1: a joint random walk eta* = eta + step ∘ z; mode 2: a random walk on one
     component per move, cycling through those with ``step > 0``. Random walks are accepted
-    on likelihood times prior. ``accepted`` (n,) counts accepted moves.
+    on likelihood times prior. ``pred`` is a workspace; ``kept`` (n_obs, N_OUTPUTS) holds the
+    predictions at the current state (updated on acceptance); ``accepted`` (n,) counts
+    accepted moves.
     """
     n_par = mu.shape[1]
     for i in numba.prange(mu.shape[0]):
@@ -345,6 +348,7 @@ def mh_batch(
             delta = (new - m2ll[i]) + (0.0 if mode == 0 else new_m2lp - m2lp)
             if math.isfinite(new) and math.log(u[i, move]) < -0.5 * delta:
                 current[:] = proposal
+                kept[lo:hi] = pred[lo:hi]
                 m2ll[i] = new
                 m2lp = new_m2lp
                 n_accepted += 1
@@ -395,3 +399,15 @@ def m2ll_rows(
             solver,
             pred,
         )
+
+
+@numba.njit(cache=True, error_model="numpy")
+def m2ll_predicted(o_off, o_out, o_dv, o_cens, o_lloq, o_kind, o_ea, o_eb, pred, m2ll):
+    """Per-subject −2LL from given predictions ``pred`` (n_obs, N_OUTPUTS), without solving."""
+    for i in range(o_off.size - 1):
+        total = 0.0
+        for k in range(o_off[i], o_off[i + 1]):
+            total += _point_m2ll(
+                o_kind[k], o_dv[k], pred[k, o_out[k]], o_cens[k], o_lloq[k], o_ea[k], o_eb[k]
+            )
+        m2ll[i] = total

@@ -137,9 +137,10 @@ def check_doses(frame: pd.DataFrame) -> None:
 
 
 def read_table(source: str | PathLike[str] | pd.DataFrame) -> pd.DataFrame:
-    """Load the raw table: a DataFrame is copied, a path is read as CSV."""
+    """Load the raw table: a DataFrame is copied (with a fresh 0..n-1 index), a path is read
+    as CSV."""
     if isinstance(source, pd.DataFrame):
-        return source.copy(deep=True)
+        return source.reset_index(drop=True)
     path = Path(source)
     if not path.is_file():
         raise DataError(f"{path}: no such file")

@@ -261,6 +261,7 @@ def fit(
     method: str | None = None,
     rtol: float = 1e-8,
     atol: float = 1e-10,
+    standard_errors: bool = True,
 ) -> FitResult | FitTable:
     """Fit a model to one subject's observations by maximum likelihood (MAP with priors).
 
@@ -279,11 +280,16 @@ def fit(
             around them with SD 0.5 on the estimation scale, seeded by ``seed``).
         method: ODE method ("dopri5" or "rodas"); None takes the model's.
         rtol, atol: solver tolerances.
+        standard_errors: compute the covariance (a finite-difference Hessian); False
+            skips it (covariance None, no identifiability checks) when only the
+            estimates are wanted.
     """
     model = model if isinstance(model, Model) else load_model(model)
     ds = as_dataset(data)
     if id is None and len(ds.ids) > 1:
-        return fit_each(model, ds, params, error, priors, n_starts, seed, method, rtol, atol)
+        return fit_each(
+            model, ds, params, error, priors, n_starts, seed, method, rtol, atol, standard_errors
+        )
     subject = pick_subject(ds, id)
     obs = pack_observations(ds, model, [subject])
     errors = error_spec(error, tuple(pd.unique(obs.analyte)))
@@ -294,7 +300,7 @@ def fit(
     solver = np.array([method_code(model, method), rtol, atol, 100_000], dtype=np.float64)
     problem = Problem(model, obs, errors, prior_means(model, priors), list(start), solver)
     best, reached = multistart(problem, start, n_starts, seed)
-    return summarise(problem, best, subject, n_starts, reached)
+    return summarise(problem, best, subject, n_starts, reached, standard_errors)
 
 
 def fit_each(model: Model, ds: Dataset, *args: Any) -> FitTable:
@@ -361,7 +367,9 @@ def multistart(problem: Problem, start: lmfit.Parameters, n_starts: int, seed: i
     return best, int(np.sum(values <= values.min() + 1e-3))
 
 
-def summarise(problem: Problem, best, subject: Any, n_starts: int, reached: int) -> FitResult:
+def summarise(
+    problem: Problem, best, subject: Any, n_starts: int, reached: int, standard_errors: bool
+) -> FitResult:
     """Covariance, warnings and the FitResult from the best minimisation."""
     x = np.array([best.params[n].value for n in problem.names])
     varied = [k for k, n in enumerate(problem.names) if best.params[n].vary]
@@ -372,7 +380,9 @@ def summarise(problem: Problem, best, subject: Any, n_starts: int, reached: int)
         full[:, varied] = V
         return problem.totals(full)
 
-    covariance, notes = covariance_from(hessian(totals_at, x[varied]), names)
+    covariance, notes = None, []
+    if standard_errors:
+        covariance, notes = covariance_from(hessian(totals_at, x[varied]), names)
     m2ll, penalty = problem.objective(x)
     model = problem.model
     estimates = dict(zip(model.param_names, problem.natural(x), strict=False))

@@ -15,7 +15,7 @@ SAEM (Kuhn and Lavielle 2004; Delyon, Lavielle and Moulines 1999), one iteration
 
 1. Simulation: Metropolis–Hastings moves of each subject's eta (the numba kernel
    ``mh_batch``, parallel over subjects): 2 independent proposals from N(0, Omega), 2 joint
-   random walks and 2 one-component random walks per random parameter; step sizes adapt
+   random walks and one one-component random walk per estimated parameter; step sizes adapt
    towards 40 % acceptance during the first phase.
 2. Stochastic approximation of the sufficient statistics (each subject's phi and sum of
    phi phi') with step 1 during the first ``n_iter[0]`` iterations (exploration) and 1/k
@@ -73,6 +73,7 @@ class CovariateColumn:
     reference: Any
     label: str
     values: np.ndarray
+    level: Any = None
 
 
 @dataclass
@@ -248,6 +249,7 @@ def design_columns(parameter: str, name: str, values: pd.Series) -> list[Covaria
             reference,
             f"{parameter}~{name}[{level}]",
             (values == level).to_numpy(float),
+            level,
         )
         for level in sorted(levels.index[1:], key=str)
     ]
@@ -291,6 +293,7 @@ class Saem:
         self.s_phi2 = np.zeros((n_par, n_par))
         self.history: list[dict[str, float]] = []
         self.pred = np.empty((design.obs.time.size, len(model.outputs)))
+        self.work = np.empty_like(self.pred)
         self.m2ll = np.empty(design.n)
 
     # --- the kernels ---------------------------------------------------------------------
@@ -339,6 +342,14 @@ class Saem:
                 f"{ids} at the current parameters; check the start values"
             )
 
+    def rescore(self) -> None:
+        """−2LL per subject under new error parameters, from the kept predictions."""
+        obs = self.d.obs
+        ea, eb = self.error_arrays()
+        self.d.model.kernels.m2ll_predicted(
+            obs.off, obs.out, obs.dv, obs.cens, obs.lloq, self.kind, ea, eb, self.pred, self.m2ll
+        )
+
     def omega_for_mcmc(self, k: int) -> np.ndarray:
         """Omega with the vanishing variance of estimated parameters without random effect."""
         pseudo = np.maximum(self.pseudo0 * ANNEAL ** (2 * k), 1e-8)
@@ -357,14 +368,15 @@ class Saem:
         n, n_par = self.eta.shape
         kernels = self.d.model.kernels
         args = self.observation_args()
-        for mode, moves in ((0, 2), (1, 2), (2, 2 * active.size)):
+        for mode, moves in ((0, 2), (1, 2), (2, active.size)):
             z = self.rng.standard_normal((n, moves, n_par))
             u = self.rng.random((n, moves))
             accepted = np.zeros(n, dtype=np.int64)
             step = self.step.get(mode, np.zeros(n_par)) * np.sqrt(np.diag(omega))
             kernels.mh_batch(
                 mean, self.eta, self.m2ll, mode, step, chol, inv, z, u, self.scale,
-                self.lower, self.upper, self.d.obs.covariates, *args, self.pred, accepted,
+                self.lower, self.upper, self.d.obs.covariates, *args, self.work, self.pred,
+                accepted,
             )  # fmt: skip
             if mode and k < self.n_explore:
                 rate = accepted.sum() / (n * moves)
@@ -432,12 +444,11 @@ class Saem:
         for k in bar:
             gamma = 1.0 if k < self.n_explore else 1.0 / (k - self.n_explore + 2)
             self.simulate(k)
-            self.evaluate()
             self.approximate(gamma)
             phi = self.d.mean(self.mu, self.theta) + self.eta
             self.maximise(k, gamma)
             self.eta = phi - self.d.mean(self.mu, self.theta)
-            self.evaluate()
+            self.rescore()
             self.history.append(self.snapshot())
         bar.close()
 

@@ -68,9 +68,7 @@ def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
                 "kind": c.kind,
                 "reference": c.reference,
                 "label": c.label,
-                "level": c.label.rsplit("[", 1)[-1].rstrip("]")
-                if c.kind == "categorical"
-                else None,
+                "level": c.level,
             }
             for c in d.columns
         ],
@@ -130,7 +128,7 @@ def conditional_modes(run: Saem, ds: Dataset, design: np.ndarray, notes: list[st
             warnings.simplefilter("ignore", FitWarning)
             result = fit(
                 model, ds, id=subject, params=start, error=errors, priors=priors,
-                rtol=1e-8, atol=1e-10,
+                rtol=1e-8, atol=1e-10, standard_errors=False,
             )  # fmt: skip
         modes[i, random] = [result.estimation[model.param_names[j]] for j in random]
         if not result.success:

@@ -192,7 +192,7 @@ class PopulationFit:
             CovariateEffect(
                 c["parameter"],
                 c["covariate"],
-                "power" if c["kind"] == "continuous" else "categorical",
+                "power" if c["kind"] == "continuous" else "level",
                 self.theta[c["label"]],
                 c["reference"] if c["kind"] == "continuous" else c["level"],
             )
