@@ -86,6 +86,11 @@ class FitResult:
         return self.ofv + np.log(self.n_obs) * len(self.names)
 
     @property
+    def has_covariance(self) -> bool:
+        """Whether something was estimated and its covariance could be computed."""
+        return self.covariance is not None and len(self.names) > 0
+
+    @property
     def params(self) -> lmfit.Parameters:
         """The estimates as lmfit Parameters (natural scale; stderr where computable)."""
         out = lmfit.Parameters()
@@ -206,7 +211,7 @@ class FitResult:
         value. Draws with any parameter outside its declared bounds are discarded, so the
         frame may have fewer than ``n`` rows. Raises FitError if there is no covariance.
         """
-        if self.covariance is None:
+        if not self.has_covariance:
             raise FitError(f"ID {self.subject}: no covariance, so no parameter draws")
         if not (isinstance(n, int | np.integer) and n >= 1):
             raise ValueError(f"n {n!r}: expected a positive integer number of draws")
@@ -291,7 +296,7 @@ class FitResult:
         """Exposure of every in-bounds parameter draw (None, with a warning, if none)."""
         from .fit import FitWarning
 
-        if self.covariance is None:
+        if not self.has_covariance:
             warnings.warn(
                 f"ID {self.subject}: no covariance (nothing estimated, or standard errors not "
                 "computable): exposure intervals are NaN",
@@ -315,7 +320,8 @@ class FitResult:
                 raise
             warnings.warn(
                 f"ID {self.subject}: method {method!r} could not solve some parameter draws "
-                f"({err}); the exposure of every draw was solved again with 'rodas'",
+                f"(numbered as subjects 1..{len(draws)}: {err}); the exposure of every draw "
+                "was solved again with 'rodas'",
                 FitWarning,
                 stacklevel=3,
             )
@@ -467,7 +473,7 @@ class FitResult:
             estimates=floats(data["estimates"]),
             estimation=floats(data["estimation"]),
             names=list(data["names"]),
-            covariance=None if covariance is None else np.array(covariance, dtype=float),
+            covariance=covariance_from(covariance, len(data["names"])),
             ofv=number(data["ofv"]),
             objective=number(data["objective"]),
             success=bool(data["success"]),
@@ -649,6 +655,13 @@ def model_from(reference: dict[str, str], cache: dict[str, Model]) -> Model:
             )
         cache[key] = load_model(Path(key) if "path" in reference else key)
     return cache[key]
+
+
+def covariance_from(values: list[list[Any]] | None, size: int) -> np.ndarray | None:
+    """The (size, size) covariance matrix from JSON (None stays None)."""
+    if values is None:
+        return None
+    return np.array([[number(v) for v in row] for row in values]).reshape(size, size)
 
 
 def observations_from(records: list[dict[str, Any]]) -> pd.DataFrame:
