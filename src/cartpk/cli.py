@@ -343,6 +343,134 @@ def fit(
             typer.echo(f"wrote {path}")
 
 
+def parse_covariates(items: list[str]) -> dict[str, list[str]]:
+    """Parse repeated ``PARAM~COV`` options into parameter -> covariate names."""
+    covariates: dict[str, list[str]] = {}
+    for item in items:
+        parameter, sep, covariate = (part.strip() for part in item.partition("~"))
+        if not sep or not parameter or not covariate:
+            raise ValueError(f"--covariate {item!r}: expected PARAM~COVARIATE, e.g. C0~DOSE")
+        covariates.setdefault(parameter, []).append(covariate)
+    return covariates
+
+
+def parse_pair(text: str, option: str) -> tuple[int, int]:
+    """Parse ``K1,K2`` (two positive integers)."""
+    try:
+        first, second = (int(part) for part in text.split(","))
+        if first < 1 or second < 1:
+            raise ValueError
+    except ValueError:
+        message = f"{option} {text!r}: expected two positive integers, e.g. 300,150"
+        raise ValueError(message) from None
+    return first, second
+
+
+@app.command()
+@reports_errors
+def popfit(
+    model: Annotated[str, typer.Argument(help="Built-in model name or path to a .toml file.")],
+    data: Annotated[Path, typer.Argument(help="Dataset of several subjects (CSV).")],
+    random: Annotated[
+        str, typer.Option(help="Parameters with a random effect, comma-separated.")
+    ] = "C0,rho,alpha",
+    covariate: Annotated[
+        list[str] | None,
+        typer.Option(help="Covariate effect PARAM~COV (repeatable), e.g. C0~DOSE."),
+    ] = None,
+    error: Annotated[
+        list[str] | None, typer.Option(help="ANALYTE=kind[,name=value] (repeatable).")
+    ] = None,
+    omega: Annotated[str, typer.Option(help="'diagonal' or 'block'.")] = "diagonal",
+    n_iter: Annotated[
+        str, typer.Option(help="SAEM iterations: exploration,smoothing.")
+    ] = "300,150",
+    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 1,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the fit as JSON.")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Directory for the GOF and VPC figures.")
+    ] = None,
+) -> None:
+    """Population fit (nonlinear mixed effects) by SAEM."""
+    from .population import fit_population
+
+    result = fit_population(
+        model,
+        data,
+        random=[name.strip() for name in random.split(",") if name.strip()],
+        covariates=parse_covariates(covariate or []),
+        error=parse_errors(error or []) or None,
+        omega=omega,
+        seed=seed,
+        n_iter=parse_pair(n_iter, "--n-iter"),
+    )
+    typer.echo(
+        f"{result.model.name}: {len(result.ids)} subjects, {result.n_obs} observations, "
+        f"SAEM {n_iter} iterations, seed {seed}"
+    )
+    show("Fixed effects", result.fixed_effects)
+    show("Between-subject variability (SD, estimation scale)", result.omega_table)
+    show("Residual error", result.sigma)
+    typer.echo(
+        f"\nOFV (-2LL, importance sampling) {result.ofv:.3f} (MC SE {result.ofv_se:.3f})"
+        f"   AIC {result.aic:.3f}   BIC {result.bic:.3f}"
+    )
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    if output is not None:
+        output.write_text(result.to_json(), encoding="utf-8")
+        typer.echo(f"wrote {output}")
+    if plots is not None:
+        plots.mkdir(parents=True, exist_ok=True)
+        for name, draw in (("gof.png", result.plot_gof), ("vpc.png", result.plot_vpc)):
+            draw(plots / name)
+            typer.echo(f"wrote {plots / name}")
+
+
+@app.command()
+@reports_errors
+def scenarios(
+    source: Annotated[
+        str,
+        typer.Argument(help="Model name or .toml path (file omegas), or a popfit JSON file."),
+    ],
+    doses: Annotated[str, typer.Option(help="Doses in CAR-T cells/kg, comma-separated.")] = (
+        "1e6,2e6,3e6"
+    ),
+    n: Annotated[int, typer.Option(help="Virtual patients (the same at every dose).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 1,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the per-patient table (CSV).")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Directory for the exposure and band figures.")
+    ] = None,
+) -> None:
+    """Virtual patients at several doses: exposure and biomarker response per dose."""
+    from .population_result import PopulationFit
+    from .scenarios import scenarios as run_scenarios
+
+    origin: Any = source
+    if source.endswith(".json"):
+        origin = PopulationFit.from_json(Path(source).read_text(encoding="utf-8"))
+    try:
+        levels = [float(part) for part in doses.split(",")]
+    except ValueError:
+        raise ValueError(f"--doses {doses!r}: expected numbers, e.g. 1e6,2e6,3e6") from None
+    result = run_scenarios(origin, doses=levels, n=n, seed=seed)
+    show(f"{n} virtual patients per dose (seed {seed})", result.summary())
+    if output is not None:
+        result.to_csv(output)
+        typer.echo(f"wrote {output}")
+    if plots is not None:
+        plots.mkdir(parents=True, exist_ok=True)
+        result.plot_exposure(plots / "exposure.png")
+        result.plot_bands(plots / "bands.png")
+        typer.echo(f"wrote {plots / 'exposure.png'} and {plots / 'bands.png'}")
+
+
 @app.command()
 @reports_errors
 def demo(
