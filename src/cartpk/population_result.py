@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from os import PathLike
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from . import population_diagnostics as diagnostics
 from .model import Model
 from .scales import delta_se, to_natural
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -23,6 +28,9 @@ class PopulationFit:
     modes) and ``phi_mean`` (conditional means from the chain), (n_subjects, n_par).
     ``covariance`` is the inverse Fisher information (linearisation) over ``theta_names``;
     ``ofv`` is −2 log-likelihood by importance sampling (``ofv_se`` its Monte Carlo SE).
+    ``doses`` are re-infusions after TIME 0 (ID, TIME in days, AMT), None when there are none.
+    Problems met while fitting (unconverged conditional modes, a singular or non positive
+    definite Fisher information) are listed in ``notes`` and in :meth:`summary`.
     """
 
     model: Model
@@ -49,6 +57,7 @@ class PopulationFit:
     history: pd.DataFrame
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    doses: pd.DataFrame | None = None
 
     # --- criteria -------------------------------------------------------------------------
 
@@ -205,3 +214,109 @@ class PopulationFit:
             correlation=correlation,
             covariate_effects=effects,
         )
+
+    # --- diagnostics (population_diagnostics.py) -------------------------------------------
+
+    def predictions(self, n_sim: int = 1000, seed: int = 1) -> pd.DataFrame:
+        """Population and individual predictions, IWRES and NPDE, one row per observation.
+
+        Columns: ID, TIME (day), ANALYTE, DV, CENS, LLOQ, PRED (typical parameters with the
+        subject's covariates, eta = 0), IPRED (at the conditional modes), IWRES ((DV − IPRED)
+        on the error model's scale over the residual SD at IPRED; NaN when censored) and NPDE
+        (Brendel et al. 2006, from ``n_sim`` simulated replicates of each subject; censored
+        observations imputed as the npde package's ``cdf`` method does).
+
+        Args:
+            n_sim: simulated replicates per subject (K); npde are resolved to 1/(2K).
+            seed: seed of the simulations and imputations (same seed, same table).
+        """
+        return diagnostics.predictions(self, n_sim=n_sim, seed=seed)
+
+    def vpc(
+        self,
+        n: int = 500,
+        bins: Any = None,
+        pi: tuple[float, ...] = (0.05, 0.5, 0.95),
+        ci: float = 0.95,
+        seed: int = 1,
+        analyte: str | None = None,
+    ) -> pd.DataFrame:
+        """Visual predictive check: observed vs simulated percentiles per time bin.
+
+        The whole design (subjects, times, covariates, doses) is simulated ``n`` times. One
+        row per analyte and bin: ANALYTE, bin, time (median TIME of the bin, day), time_low,
+        time_high, n (observations), lloq; for each percentile p of ``pi`` (label e.g. p5):
+        ``obs_p5`` (NaN when its rank falls among censored values), ``obs_p5_blq`` (that
+        flag), ``sim_p5_median``, ``sim_p5_low``, ``sim_p5_high`` (median and ``ci`` interval
+        of the percentile over the replicates, simulated values below the LLOQ censored the
+        same way: NaN means below the LLOQ); ``blq_obs`` and ``blq_sim_median|low|high``, the
+        fraction of observations below the LLOQ.
+
+        Args:
+            n: simulated replicates of the trial.
+            bins: None (one bin per unique time if at most 15, else 10 quantile bins), a
+                number of quantile bins, or a sequence of bin edges (days).
+            pi: percentiles (fractions) to compare.
+            ci: coverage of the simulated intervals.
+            seed: seed of the simulations.
+            analyte: one analyte (default: every fitted analyte).
+        """
+        return diagnostics.vpc(self, n=n, bins=bins, pi=pi, ci=ci, seed=seed, analyte=analyte)
+
+    def plot_gof(
+        self, path: str | PathLike[str] | None = None, predictions: pd.DataFrame | None = None
+    ) -> Figure:
+        """Goodness of fit, one row per analyte: DV vs PRED, DV vs IPRED (log-log for the log
+        error model; identity line; censored points as open triangles at their LLOQ), IWRES
+        and NPDE vs time (0 and ±1.96 lines).
+
+        Args:
+            path: where to save the figure (Agg backend; format from the suffix), or None.
+            predictions: a :meth:`predictions` table to draw (default: computed).
+        """
+        return diagnostics.plot_gof(self, path, predictions)
+
+    def plot_vpc(
+        self, path: str | PathLike[str] | None = None, vpc: pd.DataFrame | None = None
+    ) -> Figure:
+        """The VPC: observed percentiles over the shaded simulated intervals (log axis for
+        CAR-T and log-error analytes, LLOQ line), the fraction below the LLOQ beneath.
+
+        Args:
+            path: where to save the figure (Agg backend; format from the suffix), or None.
+            vpc: a :meth:`vpc` table to draw (default: ``self.vpc()``).
+        """
+        return diagnostics.plot_vpc(self, path, vpc)
+
+    def summary(self) -> str:
+        """A printable report: design, fixed effects, Omega (with shrinkage), residual error,
+        OFV/AIC/BIC and every problem noted during the fit."""
+        return diagnostics.summary(self)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    # --- JSON ---------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON-ready values (see :meth:`to_json`)."""
+        return diagnostics.to_dict(self)
+
+    def to_json(self) -> str:
+        """The fit as JSON text; :meth:`from_json` reads it back.
+
+        Arrays are nested lists, tables records; the model is stored by name if built in,
+        else by the path of its file (which must still exist when reading back); subject IDs
+        keep their int or str type. A format version and the cartpk version are included.
+        """
+        return diagnostics.to_json(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PopulationFit:
+        """Rebuild a fit from :meth:`to_dict` output."""
+        return diagnostics.from_dict(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> PopulationFit:
+        """Read a fit written by :meth:`to_json`."""
+        return diagnostics.from_json(cls, text)
