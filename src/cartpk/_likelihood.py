@@ -177,7 +177,7 @@ def residuals_one(
         z, sd = _standardised(
             o_kind[k], o_dv[k], pred[k, o_out[k]], o_cens[k], o_lloq[k], o_ea[k], o_eb[k]
         )
-        if code != 0 or not math.isfinite(sd):
+        if code != 0 or not math.isfinite(z) or not sd > 0.0:
             r[:] = 1e6
             return False
         if o_cens[k]:

@@ -36,10 +36,16 @@ class FitWarning(UserWarning):
     """A fit ran but its result needs care: not converged, or not identifiable."""
 
 
-def error_spec(error: Any, analytes: tuple[str, ...]) -> dict[str, tuple[str, dict[str, float]]]:
-    """Normalise ``error``: analyte -> (kind, {fixed error parameters})."""
+def error_spec(
+    error: Any, analytes: tuple[str, ...], known: tuple[str, ...] | None = None
+) -> dict[str, tuple[str, dict[str, float]]]:
+    """Normalise ``error`` for ``analytes``: analyte -> (kind, {fixed error parameters}).
+
+    ``error`` may name any analyte in ``known`` (default: ``analytes``), e.g. one that this
+    subject happens not to have.
+    """
     given = error or {}
-    unknown = set(given) - set(analytes)
+    unknown = set(given) - set(known or analytes)
     if unknown:
         raise FitError(f"error model for {sorted(unknown)}: no such analyte in the data")
     spec = {}
@@ -292,7 +298,7 @@ def fit(
         )
     subject = pick_subject(ds, id)
     obs = pack_observations(ds, model, [subject])
-    errors = error_spec(error, tuple(pd.unique(obs.analyte)))
+    errors = error_spec(error, tuple(pd.unique(obs.analyte)), ds.analytes)
     for analyte, (kind, _) in errors.items():
         if kind == "log":
             ds.require_positive(analyte)
@@ -333,6 +339,8 @@ def multistart(problem: Problem, start: lmfit.Parameters, n_starts: int, seed: i
     rng = np.random.default_rng(seed)
     names = problem.names
     varied = [k for k, n in enumerate(names) if start[n].vary]
+    if not varied:
+        return Fixed(start), 1
 
     def residuals(params: lmfit.Parameters) -> np.ndarray:
         return problem.residuals(np.array([params[n].value for n in names]))
@@ -367,6 +375,15 @@ def multistart(problem: Problem, start: lmfit.Parameters, n_starts: int, seed: i
     return best, int(np.sum(values <= values.min() + 1e-3))
 
 
+@dataclass
+class Fixed:
+    """Stands in for an lmfit result when every parameter is fixed (nothing to minimise)."""
+
+    params: lmfit.Parameters
+    success: bool = True
+    message: str = "every parameter fixed: nothing estimated"
+
+
 def summarise(
     problem: Problem, best, subject: Any, n_starts: int, reached: int, standard_errors: bool
 ) -> FitResult:
@@ -381,7 +398,7 @@ def summarise(
         return problem.totals(full)
 
     covariance, notes = None, []
-    if standard_errors:
+    if standard_errors and varied:
         covariance, notes = covariance_from(hessian(totals_at, x[varied]), names)
     m2ll, penalty = problem.objective(x)
     model = problem.model
@@ -412,6 +429,7 @@ def summarise(
         errors=problem.errors,
         priors=problem.priors,
         observations=observation_frame(problem.obs),
+        doses=pd.DataFrame({"TIME": problem.obs.d_time, "AMT": problem.obs.d_amt}),
         covariates=dict(
             zip(model.covariate_names, map(float, problem.obs.covariates[0]), strict=True)
         ),
