@@ -42,6 +42,7 @@ def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
     phi_mode = conditional_modes(run, ds, design, notes)
     ofv, ofv_se = importance_sampling(run, design, phi_mean, phi_sd, n_is, seed)
     names, covariance = fisher_covariance(run, phi_mode, notes)
+    notes += drift(run, names, covariance)
     random = [j for j, name in enumerate(d.model.param_names) if name in d.random]
     obs = d.obs
     observations = pd.DataFrame(
@@ -99,6 +100,29 @@ def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
         },
         notes=notes,
     )
+
+
+def drift(run: Saem, names: list[str], covariance: np.ndarray | None) -> list[str]:
+    """Parameters whose mean over the last quarter of the exploration phase is more than
+    2 SE from the final estimate: the chain had not settled when smoothing began."""
+    if covariance is None:
+        return []
+    history = pd.DataFrame(run.history)
+    tail = history.iloc[3 * run.n_explore // 4 : run.n_explore]
+    final = history.iloc[-1]
+    notes = []
+    for k, name in enumerate(names):
+        if name not in history:
+            continue
+        on_log = not name.startswith(("mu_", "omega")) and "~" not in name
+        transform = np.log if on_log else (lambda v: v)
+        gap = abs(transform(tail[name]).mean() - transform(final[name]))
+        if gap > 2 * np.sqrt(covariance[k, k]):
+            notes.append(
+                f"SAEM: {name} was still moving at the end of the exploration phase "
+                f"(2 SE from its final value); run more iterations (n_iter)"
+            )
+    return notes
 
 
 def conditional_modes(run: Saem, ds: Dataset, design: np.ndarray, notes: list[str]) -> np.ndarray:
