@@ -1,0 +1,266 @@
+"""Simulation-estimation study of cartpk.fit_population (SAEM) on ck_stein.
+
+Each data set: ``--n-subjects`` subjects in three dose groups (1, 2 and 3 ×10^6 CAR-T
+cells/kg, assigned in turn), 13 qPCR samples on the phase 1 days (0, 1, 4, 7, 10, 14, 21,
+28, 60, 90, 180, 270, 365), simulated from the ck_stein closed form of DESIGN.md
+
+    C(t) = C0·(DOSE/10^6)·e^(rho·min(t,tmax))·[(1−Fb)·e^(−alpha·(t−tmax)+) + Fb·e^(−beta·(t−tmax)+)]
+
+with the typical values of data/README.md (Stein et al. 2019), log-normal between-subject
+variability on C0, rho and alpha (SDs 0.5, 0.15 and 0.3 on the log scale), additive
+residual error on the log scale (SD 0.2) and censoring below ``--lloq`` (DV = LLOQ,
+CENS = 1; at the default 30 copies/µg most day 0 and about half the day 1 samples are
+censored, and 5-20 % of those on days 60-365). Every data set is fitted with the README's
+population model (random effects on C0, rho and alpha, covariate C0~DOSE whose truth is 0
+because the model's dose link already carries dose_exp = 1) from start values away from the
+truth (each typical value times e^N(0, ``--start-spread``²), drawn per data set).
+
+Reported per parameter: relative bias (mean of (estimate − truth)/truth, in %) with its
+Monte Carlo SE, relative RMSE, coverage of the 95 % CIs (Wald, on the estimation scale, from
+the linearisation SEs) and PASS/FAIL against the targets of issue 5 (|relative bias| <= 10 %
+for typical values, <= 25 % for between-subject SDs). C0~DOSE has truth 0: its bias and RMSE
+are absolute. The per-data-set estimates go to ``--out`` (appended as each fit ends, so an
+interrupted run keeps what it did; ``--resume`` skips data sets already there).
+
+Run:  .venv/bin/python benches/simest_popfit.py [--n-datasets 100] [--n-subjects 40]
+      [--seed 1] [--n-iter 300 150] [--out benches/results/simest_popfit.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numba
+import numpy as np
+import pandas as pd
+
+from cartpk.fit import FitWarning
+from cartpk.model import load_model
+from cartpk.population import fit_population
+
+DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)
+DOSES = (1.0e6, 2.0e6, 3.0e6)  # CAR-T cells/kg
+TYPICAL = {
+    "C0": 24000 / 3900,  # copies/µg at 10^6 cells/kg
+    "rho": np.log(3900) / 9.3,  # 1/day
+    "tmax": 9.3,  # day
+    "Fb": 0.0079,
+    "alpha": 0.16,  # 1/day
+    "beta": 0.0032,  # 1/day
+}
+OMEGA = {"C0": 0.5, "rho": 0.15, "alpha": 0.3}  # between-subject SD, log scale
+SIGMA = 0.2  # residual SD, log scale
+RANDOM = list(OMEGA)
+COVARIATES = {"C0": ["DOSE"]}
+TARGETS = {"typical": 10.0, "omega": 25.0}  # |relative bias| limits, %
+TRUTH = {
+    **{(name, "typical"): value for name, value in TYPICAL.items()},
+    ("C0~DOSE", "covariate"): 0.0,
+    **{(name, "omega"): value for name, value in OMEGA.items()},
+    ("CART_sigma", "sigma"): SIGMA,
+}
+
+
+def closed_form(t: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
+    """ck_stein transgene level (copies/µg), subjects in rows, times t (days) in columns."""
+    col = {name: np.asarray(v, dtype=float)[:, None] for name, v in p.items()}
+    after = np.maximum(t[None, :] - col["tmax"], 0.0)
+    peak = col["C0"] * np.exp(col["rho"] * np.minimum(t[None, :], col["tmax"]))
+    fb = col["Fb"]
+    return peak * ((1 - fb) * np.exp(-col["alpha"] * after) + fb * np.exp(-col["beta"] * after))
+
+
+def simulate_trial(rng: np.random.Generator, n_subjects: int, lloq: float) -> pd.DataFrame:
+    """One simulated trial in the long data format (dose records and observations)."""
+    dose = np.array([DOSES[k % len(DOSES)] for k in range(n_subjects)])
+    p = {name: np.full(n_subjects, value) for name, value in TYPICAL.items()}
+    for name, sd in OMEGA.items():
+        p[name] = p[name] * np.exp(rng.normal(0.0, sd, n_subjects))
+    p["C0"] = p["C0"] * dose / 1e6
+    value = closed_form(DAYS, p) * np.exp(rng.normal(0.0, SIGMA, (n_subjects, DAYS.size)))
+    censored = value < lloq
+    ids = np.arange(1, n_subjects + 1)
+    obs = pd.DataFrame(
+        {
+            "ID": np.repeat(ids, DAYS.size),
+            "TIME": np.tile(DAYS, n_subjects),
+            "DV": np.where(censored, lloq, value).ravel(),
+            "CENS": censored.astype(int).ravel(),
+            "EVID": 0,
+            "AMT": np.nan,
+            "DOSE": np.repeat(dose, DAYS.size),
+        }
+    )
+    doses = pd.DataFrame(
+        {"ID": ids, "TIME": 0.0, "DV": np.nan, "CENS": 0, "EVID": 1, "AMT": dose, "DOSE": dose}
+    )
+    frame = pd.concat([doses, obs]).sort_values(["ID", "TIME", "EVID"], ascending=[1, 1, 0])
+    return frame.assign(ANALYTE="CART", LLOQ=lloq).reset_index(drop=True)
+
+
+def start_values(rng: np.random.Generator, spread: float) -> dict[str, float]:
+    """Typical values times e^N(0, spread²), kept inside the model's bounds."""
+    model = load_model("ck_stein")
+    starts = {}
+    for name, value in TYPICAL.items():
+        p = model.parameters[name]
+        starts[name] = float(np.clip(value * np.exp(rng.normal(0.0, spread)), p.lower, p.upper))
+    return starts
+
+
+def estimates_table(fit, truth: dict) -> pd.DataFrame:
+    """One row per estimated population parameter: kind, truth, estimate, se, 95 % CI."""
+    parts = {
+        "typical": fit.fixed_effects[~fit.fixed_effects["parameter"].str.contains("~")],
+        "covariate": fit.fixed_effects[fit.fixed_effects["parameter"].str.contains("~")],
+        "omega": fit.omega_table,
+        "sigma": fit.sigma,
+    }
+    rows = []
+    for kind, table in parts.items():
+        for row in table.itertuples():
+            if (row.parameter, kind) in truth:
+                rows.append(
+                    {
+                        "parameter": row.parameter,
+                        "kind": kind,
+                        "truth": truth[(row.parameter, kind)],
+                        "estimate": row.estimate,
+                        "se": row.se,
+                        "ci95_low": row.ci95_low,
+                        "ci95_high": row.ci95_high,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def fit_dataset(k: int, args: argparse.Namespace) -> pd.DataFrame:
+    """Simulate data set k, fit it and return its estimates table."""
+    rng = np.random.default_rng([args.seed, k])
+    data = simulate_trial(rng, args.n_subjects, args.lloq)
+    starts = start_values(rng, args.start_spread)
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FitWarning)
+        fit = fit_population(
+            "ck_stein", data, random=RANDOM, covariates=COVARIATES, params=starts,
+            seed=args.seed * 100_003 + k, n_iter=tuple(args.n_iter), n_is=args.n_is,
+            progress=False,
+        )  # fmt: skip
+    seconds = time.perf_counter() - started
+    table = estimates_table(fit, TRUTH)
+    observed = data[data["EVID"] == 0]
+    return table.assign(
+        dataset=k,
+        seconds=seconds,
+        ofv=fit.ofv,
+        censored_pct=100 * observed["CENS"].mean(),
+        n_warnings=len(caught),
+    )
+
+
+def summarise(estimates: pd.DataFrame) -> pd.DataFrame:
+    """Per parameter: bias, its Monte Carlo SE, RMSE, CI coverage and PASS/FAIL."""
+    rows = []
+    for (kind, name), g in estimates.groupby(["kind", "parameter"], sort=False):
+        truth = g["truth"].iloc[0]
+        error = g["estimate"] - truth
+        relative = truth != 0
+        e = 100 * error / truth if relative else error
+        covered = (g["ci95_low"] <= truth) & (truth <= g["ci95_high"])
+        with_ci = g["se"].notna()
+        bias = e.mean()
+        target = TARGETS.get(kind)
+        verdict = "-" if target is None else ("PASS" if abs(bias) <= target else "FAIL")
+        rows.append(
+            {
+                "parameter": name,
+                "kind": kind,
+                "truth": truth,
+                "n": len(g),
+                "mean_estimate": g["estimate"].mean(),
+                "bias": bias,
+                "bias_mcse": e.std(ddof=1) / np.sqrt(len(g)) if len(g) > 1 else np.nan,
+                "rmse": float(np.sqrt(np.mean(e**2))),
+                "relative": relative,
+                "coverage_pct": 100 * covered[with_ci].mean() if with_ci.any() else np.nan,
+                "n_with_se": int(with_ci.sum()),
+                "target_pct": target,
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def markdown(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table."""
+    lines = [
+        "| parameter | truth | mean estimate | bias | MC SE of bias | RMSE | 95 % CI coverage "
+        "| target | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in summary.itertuples():
+        unit = " %" if r.relative else " (abs.)"
+        name = r.parameter if r.kind in ("typical", "covariate") else f"{r.kind} {r.parameter}"
+        target = "-" if pd.isna(r.target_pct) else f"±{r.target_pct:g} %"
+        lines.append(
+            f"| {name} | {r.truth:.4g} | {r.mean_estimate:.4g} | {r.bias:+.2f}{unit} | "
+            f"{r.bias_mcse:.2f} | {r.rmse:.2f}{unit} | {r.coverage_pct:.1f} % "
+            f"({r.n_with_se}) | {target} | {r.verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-datasets", type=int, default=100)
+    parser.add_argument("--n-subjects", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--n-iter", type=int, nargs=2, default=[300, 150])
+    parser.add_argument("--n-is", type=int, default=1000)
+    parser.add_argument("--lloq", type=float, default=30.0, help="copies/µg")
+    parser.add_argument("--start-spread", type=float, default=0.3)
+    parser.add_argument("--out", type=Path, default=Path("benches/results/simest_popfit.csv"))
+    parser.add_argument("--resume", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done: set[int] = set()
+    if args.resume and args.out.exists():
+        done = set(pd.read_csv(args.out)["dataset"])
+    elif args.out.exists():
+        args.out.unlink()
+    started = time.perf_counter()
+    for k in range(args.n_datasets):
+        if k in done:
+            continue
+        table = fit_dataset(k, args)
+        table.to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
+        print(f"data set {k}: {table['seconds'].iloc[0]:.1f} s", file=sys.stderr, flush=True)
+    estimates = pd.read_csv(args.out)
+    print(
+        f"ck_stein simulation-estimation: {estimates['dataset'].nunique()} data sets of "
+        f"{args.n_subjects} subjects × {DAYS.size} samples, LLOQ {args.lloq:g} copies/µg "
+        f"({estimates.groupby('dataset')['censored_pct'].first().mean():.1f} % censored), "
+        f"n_iter {tuple(args.n_iter)}, n_is {args.n_is}, seed {args.seed}, numba threads "
+        f"{numba.get_num_threads()}; fit time per data set: median "
+        f"{estimates.groupby('dataset')['seconds'].first().median():.1f} s; wall time of this "
+        f"run {time.perf_counter() - started:.0f} s\n"
+    )
+    print(markdown(summarise(estimates)))
+    command = f"{os.path.relpath(sys.executable)} benches/simest_popfit.py " + " ".join(
+        sys.argv[1:]
+    )
+    print(f"\nper-data-set estimates: {args.out}; command: `{command.strip()}`")
+
+
+if __name__ == "__main__":
+    main()
