@@ -170,19 +170,31 @@ class PopulationFit:
 
     @property
     def individual(self) -> pd.DataFrame:
-        """Per-subject parameters (conditional modes) with model-based cmax, tmax, auc_0_28."""
+        """Per-subject parameters (conditional modes) with model-based cmax, tmax, auc_0_28.
+
+        Exposure of the model's first output over days 0-28 (re-infusions included). An
+        exposure column whose name is also a model parameter (ck_stein's ``tmax``, the switch
+        to contraction) gets the output as suffix: ``tmax_CART`` is the time of the peak.
+        """
         from .exposure import exposure
 
         table = self.individual_parameters()
-        values = table[list(self.model.param_names)].to_numpy()
+        output = self.model.outputs[0]
+        covariates = (
+            pd.DataFrame(self.covariates, columns=list(self.model.covariate_names))
+            if self.covariates.size
+            else None
+        )
         found = exposure(
             self.model,
-            values,
-            output=self.model.outputs[0],
+            table,
+            output=output,
             interval=(0, 28),
-            covariates=self.covariates if self.covariates.size else None,
-        )
-        return pd.concat([table, found.drop(columns="ID")], axis=1)
+            covariates=covariates,
+            doses=None if self.doses is None or self.doses.empty else self.doses,
+        ).drop(columns="ID")
+        found.columns = [f"{c}_{output}" if c in table else c for c in found.columns]
+        return pd.concat([table, found], axis=1)
 
     def typical(self) -> dict[str, float]:
         """Typical parameter values on the natural scale."""
