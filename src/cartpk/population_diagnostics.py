@@ -60,7 +60,6 @@ class Layout:
     """A fit's observation rows as flat arrays; subject i owns rows ``off[i]:off[i+1]``."""
 
     off: np.ndarray
-    subject: np.ndarray
     time: np.ndarray
     out: np.ndarray
     analyte: np.ndarray
@@ -87,7 +86,6 @@ def layout(fit: PopulationFit) -> Layout:
     counts = np.bincount(subject, minlength=len(fit.ids))
     return Layout(
         off=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        subject=subject,
         time=obs["TIME"].to_numpy(np.float64),
         out=np.array([fit.model.outputs.index(a) for a in analyte], dtype=np.int64),
         analyte=analyte,
@@ -134,7 +132,7 @@ def natural_params(fit: PopulationFit, phi: np.ndarray) -> np.ndarray:
 
 def subject_doses(fit: PopulationFit, subject: np.ndarray) -> Doses | None:
     """Re-infusions (after TIME 0) of subjects ``subject`` (indices, repeats allowed)."""
-    doses = getattr(fit, "doses", None)
+    doses = fit.doses
     if doses is None or doses.empty:
         return None
     index = pd.Index(fit.ids).get_indexer(doses["ID"])
@@ -661,7 +659,7 @@ def table_text(table: pd.DataFrame) -> str:
 
 def to_dict(fit: PopulationFit) -> dict[str, Any]:
     """Every field of a PopulationFit as plain JSON-ready values."""
-    doses = getattr(fit, "doses", None)
+    doses = fit.doses
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
