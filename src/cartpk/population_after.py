@@ -99,6 +99,13 @@ def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
             "atol": float(run.solver[2]),
         },
         notes=notes,
+        doses=pd.DataFrame(
+            {
+                "ID": np.repeat(np.array(obs.ids, dtype=object), np.diff(obs.d_off)),
+                "TIME": obs.d_time,
+                "AMT": obs.d_amt,
+            }
+        ),
     )
 
 
