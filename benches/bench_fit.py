@@ -1,0 +1,273 @@
+"""Benchmark: cartpk.fit against the same individual fit written with lmfit + scipy solve_ivp.
+
+One subject, ck_stein, 13 samples over 0-365 days (days 0, 1, 4, 7, 10, 14, 21, 28, 60, 90,
+180, 270, 365), simulated with the closed form at C0 3 copies/µg, rho 0.8/day, tmax 12 days,
+Fb 0.015, alpha 0.18/day, beta 0.005/day with log-normal noise SD 0.2 (seeded, one data set
+per seed). Both fits estimate the six kinetic parameters and the log-error SD sigma by
+maximum likelihood: -2LL of log(DV) minimised by L-BFGS-B on the estimation scales (log;
+logit for Fb), from the model file's values and sigma 0.3, then a central finite-difference
+Hessian for the standard errors (what ``cartpk.fit`` returns too).
+
+The reference is written as a user would: lmfit ``minimize(method="lbfgsb")`` on a
+hand-written right-hand side integrated by ``solve_ivp`` (LSODA by default, rtol 1e-8,
+atol 1e-10, the tolerances cartpk's fit uses), split at tmax where the right-hand side
+switches.
+
+Run:  .venv/bin/python benches/bench_fit.py [--datasets 5] [--repeats 7] [--method LSODA]
+
+Reports the first cartpk fit in a fresh interpreter with an empty compiled-model cache
+(code generation and numba compilation) and with the cache filled, then per data set the
+median wall time of ``--repeats`` fits each way, the OFVs and the largest relative
+difference of the estimates, and PASS/FAIL against the targets (cartpk >= 20x faster than
+the reference, <= 50 ms per fit after compilation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import lmfit
+import numpy as np
+import pandas as pd
+from scipy.integrate import solve_ivp
+
+import cartpk
+from cartpk.model import Model, load_model
+
+DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)
+TRUTH = {"C0": 3.0, "rho": 0.8, "tmax": 12.0, "Fb": 0.015, "alpha": 0.18, "beta": 0.005}
+NOISE_SD = 0.2
+SIGMA_START = 0.3
+RTOL, ATOL = 1e-8, 1e-10
+KINETIC = list(TRUTH)
+SPEEDUP_TARGET, MS_TARGET = 20.0, 50.0
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+def stein(t: np.ndarray, c0, rho, tmax, fb, alpha, beta) -> np.ndarray:
+    """Closed form of ck_stein (DESIGN.md), copies/µg."""
+    after = np.maximum(t - tmax, 0.0)
+    peak = c0 * np.exp(rho * np.minimum(t, tmax))
+    return peak * ((1 - fb) * np.exp(-alpha * after) + fb * np.exp(-beta * after))
+
+
+def dataset(seed: int) -> pd.DataFrame:
+    """One subject: ID, TIME (day), DV (copies/µg)."""
+    rng = np.random.default_rng(seed)
+    dv = stein(DAYS, *TRUTH.values()) * np.exp(rng.normal(0.0, NOISE_SD, DAYS.size))
+    return pd.DataFrame({"ID": 1, "TIME": DAYS, "DV": dv})
+
+
+# --------------------------------------------------------------------------- reference fit
+
+
+def stein_rhs(p: dict, after_tmax: bool):
+    """ck_stein right-hand side (states E, M), one side of tmax."""
+
+    def rhs(t, y):
+        e, m = y
+        if after_tmax:
+            return [-p["alpha"] * e, p["Fb"] * (p["alpha"] - p["beta"]) * e - p["beta"] * m]
+        return [p["rho"] * e, 0.0]
+
+    return rhs
+
+
+def reference_predict(p: dict, method: str) -> np.ndarray:
+    """CART = E + M at DAYS by solve_ivp, integrated in two pieces split at tmax."""
+    tmax = p["tmax"]
+    before, after = DAYS[DAYS < tmax], DAYS[DAYS >= tmax]
+    opts = {"method": method, "rtol": RTOL, "atol": ATOL}
+    y0 = [p["C0"], 0.0]
+    first = solve_ivp(stein_rhs(p, False), (0.0, tmax), y0, t_eval=[*before, tmax], **opts)
+    second = solve_ivp(stein_rhs(p, True), (tmax, DAYS[-1]), first.y[:, -1], t_eval=after, **opts)
+    y = np.hstack([first.y[:, :-1], second.y])
+    return y[0] + y[1]
+
+
+def natural(model: Model, values: dict) -> dict:
+    """Kinetic parameters and sigma on the natural scale from estimation-scale values."""
+    out = {"sigma": float(np.exp(values["sigma"]))}
+    for name in KINETIC:
+        p = model.parameters[name]
+        x = values[name]
+        out[name] = (
+            p.lower + (p.upper - p.lower) / (1 + np.exp(-x)) if p.scale == "logit" else np.exp(x)
+        )
+    return out
+
+
+def reference_m2ll(model: Model, values: dict, log_dv: np.ndarray, method: str) -> float:
+    """-2 log-likelihood of log(DV) under the log error model."""
+    p = natural(model, values)
+    pred = reference_predict(p, method)
+    if not np.all(pred > 0):
+        return 1e12
+    z = (log_dv - np.log(pred)) / p["sigma"]
+    return float(np.sum(z**2 + 2 * np.log(p["sigma"]) + LOG_2PI))
+
+
+def reference_start(model: Model) -> lmfit.Parameters:
+    """Model-file start values and bounds on the estimation scale; sigma 0.3 on the log scale."""
+    params = lmfit.Parameters()
+    for name in KINETIC:
+        p = model.parameters[name]
+        if p.scale == "logit":
+            x = np.log((p.value - p.lower) / (p.upper - p.value))
+            params.add(name, value=x)
+        else:
+            params.add(name, value=np.log(p.value), min=np.log(p.lower), max=np.log(p.upper))
+    params.add("sigma", value=np.log(SIGMA_START))
+    return params
+
+
+def central_hessian(fun, x: np.ndarray, step: float = 1e-4) -> np.ndarray:
+    """Central finite-difference Hessian of a scalar function (step on the estimation scale)."""
+    n = x.size
+    h = np.empty((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            e_i, e_j = np.eye(n)[i] * step, np.eye(n)[j] * step
+            h[i, j] = h[j, i] = (
+                fun(x + e_i + e_j) - fun(x + e_i - e_j) - fun(x - e_i + e_j) + fun(x - e_i - e_j)
+            ) / (4 * step * step)
+    return h
+
+
+def reference_fit(model: Model, data: pd.DataFrame, method: str) -> dict:
+    """lmfit L-BFGS-B fit and Hessian standard errors: estimates, ofv, se (estimation scale)."""
+    log_dv = np.log(data["DV"].to_numpy())
+
+    def objective(params: lmfit.Parameters) -> float:
+        return reference_m2ll(model, params.valuesdict(), log_dv, method)
+
+    result = lmfit.minimize(
+        objective,
+        reference_start(model),
+        method="lbfgsb",
+        options={"ftol": 1e-12, "gtol": 1e-6, "maxiter": 2000},
+    )
+    best = result.params.valuesdict()
+    names = list(best)
+
+    def at(x: np.ndarray) -> float:
+        return reference_m2ll(model, dict(zip(names, x, strict=True)), log_dv, method)
+
+    h = central_hessian(at, np.array([best[n] for n in names]))
+    se = np.sqrt(np.diag(2 * np.linalg.inv(h)))
+    return {"estimates": natural(model, best), "ofv": at(np.array(list(best.values()))), "se": se}
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def cartpk_fit(model: Model, data: pd.DataFrame):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        return cartpk.fit(model, data)
+
+
+def median_time(repeats: int, function, *args) -> tuple[float, object]:
+    """Median wall time (s) of ``repeats`` calls, and the last call's result."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function(*args)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), result
+
+
+def first_call_in_fresh_process(cache_dir: str | None) -> float:
+    """Seconds of load_model + the first fit in a new interpreter (cache dir if given)."""
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["CARTPK_CACHE_DIR"] = cache_dir
+    args = [sys.executable, __file__, "--first-call"]
+    result = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def first_call() -> None:
+    start = time.perf_counter()
+    cartpk_fit(load_model("ck_stein"), dataset(1))
+    print(time.perf_counter() - start)
+
+
+def compare(ours, theirs: dict) -> tuple[float, float]:
+    """(OFV difference cartpk - reference, largest relative difference of the estimates)."""
+    estimates = {**ours.estimates, "sigma": ours.estimates["CART_sigma"]}
+    rel = max(abs(estimates[n] / theirs["estimates"][n] - 1) for n in [*KINETIC, "sigma"])
+    return ours.ofv - theirs["ofv"], rel
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=int, default=5, help="data sets (seeds 1..N)")
+    parser.add_argument("--repeats", type=int, default=7, help="cartpk fits per data set")
+    parser.add_argument("--reference-repeats", type=int, default=3)
+    parser.add_argument("--method", default="LSODA", choices=["LSODA", "RK45"])
+    parser.add_argument("--first-call", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.first_call:
+        first_call()
+        return
+    with tempfile.TemporaryDirectory() as empty_cache:
+        cold = first_call_in_fresh_process(empty_cache)
+    warm = first_call_in_fresh_process(None)
+    model = load_model("ck_stein")
+    cartpk_fit(model, dataset(1))
+    rows = []
+    for seed in range(1, args.datasets + 1):
+        data = dataset(seed)
+        ours_s, ours = median_time(args.repeats, cartpk_fit, model, data)
+        ref_s, ref = median_time(args.reference_repeats, reference_fit, model, data, args.method)
+        rows.append((seed, ours_s, ref_s, ours, ref))
+    report(args, cold, warm, rows)
+
+
+def report(args, cold: float, warm: float, rows: list) -> None:
+    command = f"{os.path.relpath(sys.executable)} benches/bench_fit.py " + " ".join(sys.argv[1:])
+    print(
+        f"\nck_stein, one subject, {DAYS.size} samples over 0-365 days, log error SD "
+        f"{NOISE_SD} (sigma estimated), 7 parameters; reference: lmfit L-BFGS-B + "
+        f"solve_ivp {args.method} split at tmax, rtol {RTOL:g}, atol {ATOL:g}, Hessian SEs\n"
+    )
+    print(
+        f"first cartpk fit in a new process: empty model cache {cold:.1f} s, "
+        f"cache filled {warm:.1f} s\n"
+    )
+    print(
+        f"| data set (seed) | cartpk fit, median of {args.repeats} (ms) | lmfit + solve_ivp "
+        f"{args.method}, median of {args.reference_repeats} (ms) | speed-up | OFV cartpk | "
+        "OFV reference | largest relative difference of estimates |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    agree = True
+    for seed, ours_s, ref_s, ours, ref in rows:
+        d_ofv, rel = compare(ours, ref)
+        agree &= abs(d_ofv) <= 1e-3 and rel <= 1e-2
+        print(
+            f"| {seed} | {1e3 * ours_s:.1f} | {1e3 * ref_s:.0f} | {ref_s / ours_s:.0f}× | "
+            f"{ours.ofv:.4f} | {ref['ofv']:.4f} | {rel:.1e} |"
+        )
+    ours_ms = 1e3 * float(np.median([r[1] for r in rows]))
+    ratio = float(np.median([r[2] / r[1] for r in rows]))
+    print(f"\nper fit, median over data sets: cartpk {ours_ms:.1f} ms, speed-up {ratio:.0f}×")
+    print(verdict(ratio >= SPEEDUP_TARGET, f"speed-up >= {SPEEDUP_TARGET:g}×"))
+    print(verdict(ours_ms <= MS_TARGET, f"cartpk <= {MS_TARGET:g} ms per fit"))
+    print(verdict(agree, "same optimum (|ΔOFV| <= 1e-3, estimates within 1 %)"))
+    print(f"command: `{command.strip()}`")
+
+
+def verdict(ok: bool, what: str) -> str:
+    return f"{'PASS' if ok else 'FAIL'}: {what}"
+
+
+if __name__ == "__main__":
+    main()
