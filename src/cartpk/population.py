@@ -27,7 +27,9 @@ SAEM (Kuhn and Lavielle 2004; Delyon, Lavielle and Moulines 1999), one iteration
    error SDs shrink by at most 5 % per iteration (simulated annealing).
 
 Parameters estimated without a random effect are given a vanishing one (SD 0.95^k of their
-start, Monolix's device) so that the same M-step estimates them. All random numbers come
+start) during exploration, so that the same M-step moves them; in the smoothing phase they
+have none and are estimated by maximising the data likelihood at the current random effects
+(Nelder–Mead, stochastically averaged), as Monolix does. All random numbers come
 from one seeded generator and are drawn before each kernel call, so the estimates do not
 depend on the number of threads.
 """
@@ -351,14 +353,19 @@ class Saem:
         )
 
     def omega_for_mcmc(self, k: int) -> np.ndarray:
-        """Omega with the vanishing variance of estimated parameters without random effect."""
+        """Omega with the vanishing variance of estimated parameters without random effect
+        (none in the smoothing phase, where :meth:`optimise_fixed` estimates them)."""
+        if k >= self.n_explore:
+            return self.omega
         pseudo = np.maximum(self.pseudo0 * ANNEAL ** (2 * k), 1e-8)
         return self.omega + np.diag(np.where(self.pseudo0 > 0, pseudo, 0.0))
 
     def simulate(self, k: int) -> None:
         """Metropolis–Hastings moves of every subject's eta (numba, parallel)."""
         omega = self.omega_for_mcmc(k)
-        active = np.flatnonzero(self.active)
+        active = np.flatnonzero(self.active if k < self.n_explore else self.is_random)
+        if active.size == 0:
+            return
         sub = omega[np.ix_(active, active)]
         chol = np.zeros_like(omega)
         inv = np.zeros_like(omega)
@@ -392,8 +399,9 @@ class Saem:
 
     def maximise(self, k: int, gamma: float) -> None:
         d = self.d
-        coefficients = {}
-        for j in np.flatnonzero(self.active):
+        coefficients = {c.label: t for c, t in zip(d.columns, self.theta, strict=True)}
+        moving = self.active if k < self.n_explore else self.is_random
+        for j in np.flatnonzero(moving):
             name = d.model.param_names[j]
             cols = [c for c in d.columns if c.parameter == name]
             X = np.column_stack([np.ones(d.n), *[c.values for c in cols]])
@@ -414,6 +422,50 @@ class Saem:
             np.fill_diagonal(new, np.maximum(np.diag(new), np.where(random, floor, 0.0)))
         self.omega = new
         self.update_error(k, gamma)
+
+    def fixed_vector(self) -> tuple[np.ndarray, list[int], list[int]]:
+        """Typical values and covariate coefficients of parameters without random effect."""
+        fixed = [j for j in np.flatnonzero(self.active & ~self.is_random)]
+        names = [self.d.model.param_names[j] for j in fixed]
+        cols = [k for k, c in enumerate(self.d.columns) if c.parameter in names]
+        return np.concatenate([self.mu[fixed], self.theta[cols]]), fixed, cols
+
+    def optimise_fixed(self, k: int, gamma: float) -> None:
+        """Smoothing phase: maximise the data likelihood over the parameters without random
+        effect, at the current random effects (Nelder–Mead on the summed −2LL, the numba
+        kernel evaluating all subjects), then average stochastically (step 1 at the start)."""
+        start, fixed, cols = self.fixed_vector()
+        if not fixed:
+            return
+        mu, theta = self.mu.copy(), self.theta.copy()
+        scratch = np.empty_like(self.pred)
+        m2ll = np.empty(self.d.n)
+        args = self.observation_args()
+
+        def objective(v: np.ndarray) -> float:
+            mu[fixed], theta[cols] = v[: len(fixed)], v[len(fixed) :]
+            phi = self.d.mean(mu, theta) + self.eta
+            self.d.model.kernels.m2ll_batch(self.natural(phi), *args, scratch, m2ll)
+            total = float(m2ll.sum())
+            return total if np.isfinite(total) else 1e300
+
+        first = k == self.n_explore
+        size = 0.1 if first else 0.01
+        simplex = np.vstack([start, start + size * np.eye(start.size)])
+        found = minimize(
+            objective,
+            start,
+            method="Nelder-Mead",
+            options={
+                "maxfev": 400 if first else 15,
+                "xatol": 1e-6,
+                "fatol": 1e-6,
+                "initial_simplex": simplex,
+            },
+        )
+        step = 1.0 if first else gamma
+        best = start + step * (found.x - start)
+        self.mu[fixed], self.theta[cols] = best[: len(fixed)], best[len(fixed) :]
 
     def update_error(self, k: int, gamma: float) -> None:
         """Residual error parameters: maximise the data likelihood at the current fit."""
@@ -448,7 +500,12 @@ class Saem:
             phi = self.d.mean(self.mu, self.theta) + self.eta
             self.maximise(k, gamma)
             self.eta = phi - self.d.mean(self.mu, self.theta)
-            self.rescore()
+            if k < self.n_explore:
+                self.rescore()
+            else:
+                self.eta[:, self.active & ~self.is_random] = 0.0
+                self.optimise_fixed(k, gamma)
+                self.evaluate()
             self.history.append(self.snapshot())
         bar.close()
 

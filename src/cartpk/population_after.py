@@ -111,15 +111,17 @@ def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
 
 def drift(run: Saem, names: list[str], covariance: np.ndarray | None) -> list[str]:
     """Parameters whose mean over the last quarter of the exploration phase is more than
-    2 SE from the final estimate: the chain had not settled when smoothing began."""
+    2 SE from the final estimate: the chain had not settled when smoothing began. Typical
+    values without a random effect are left out: the smoothing phase optimises them."""
     if covariance is None:
         return []
     history = pd.DataFrame(run.history)
     tail = history.iloc[3 * run.n_explore // 4 : run.n_explore]
     final = history.iloc[-1]
     notes = []
+    smoothed = [f"mu_{n}" for n in run.d.model.param_names if n not in run.d.random]
     for k, name in enumerate(names):
-        if name not in history:
+        if name not in history or name in smoothed:
             continue
         on_log = not name.startswith(("mu_", "omega")) and "~" not in name
         transform = np.log if on_log else (lambda v: v)
