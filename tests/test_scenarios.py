@@ -116,6 +116,8 @@ def test_stiff_patients_are_retried_with_rodas(vegf: Model) -> None:
         peak_time = min(row["tmax_param"], 28.0)
         assert row["cmax"] == pytest.approx(stein_closed_form(peak_time, *args), rel=2e-6)
         assert row["auc_0_28"] == pytest.approx(stein_auc(28.0, *args), rel=2e-6)
+    bands = result.bands("VEGF", [0.0, 14.0, 28.0])
+    assert (bands["n"] == (table["status"] == 0).sum()).all()
 
 
 def test_dose_changes_the_answer_in_proportion(stein: Model) -> None:

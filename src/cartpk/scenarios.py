@@ -324,7 +324,9 @@ class Response:
 
 @dataclass(frozen=True)
 class _KernelSource:
-    """What a worker needs to import a model's compiled module: picklable."""
+    """What a worker needs to import a model's compiled module: picklable (a Model that
+    has loaded its kernels holds a module, which is not). The module comes from the same
+    content-hashed disk cache as ``Model.kernels``."""
 
     name: str
     code: str
@@ -522,6 +524,9 @@ def scenarios(
         response: biomarker response criteria (:class:`Response` or a mapping of its
             fields); None: the VEGF defaults when the model has a VEGF output; False: none.
         method, rtol, atol, max_steps: solver settings, as in :func:`cartpk.exposure`.
+            With ``method=None`` and a Dormand-Prince model, patients that exhaust
+            ``max_steps`` (stiff: very high CAR-T levels driving a fast kill) are solved
+            again with Rodas; the ``solver`` column says which method each patient got.
         chunk_size: patients per chunk (results do not depend on it).
         scheduler: None (this process), ``"dask"`` (``dask.compute`` on the current dask
             scheduler, e.g. a running ``dask.distributed.Client``) or a
