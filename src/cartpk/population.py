@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 from tqdm.auto import tqdm
 
 from .data import Dataset, as_dataset
@@ -552,5 +552,13 @@ def best_error(
         return float(total + m2ll_censored(kind, lloq[cens], fr[cens], error).sum())
 
     start = np.log([current[n] for n in names])
+    if len(names) == 1:
+        found = minimize_scalar(
+            lambda x: objective(np.array([x])),
+            bounds=(start[0] - 2.0, start[0] + 2.0),
+            method="bounded",
+            options={"xatol": 1e-7},
+        )
+        return {names[0]: float(np.exp(found.x))}
     found = minimize(objective, start, method="Nelder-Mead", options={"xatol": 1e-8})
     return dict(zip(names, np.exp(found.x), strict=True))
