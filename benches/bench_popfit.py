@@ -47,7 +47,7 @@ from cartpk.population import Saem, build_design, fit_population
 from cartpk.solve import method_code
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from simest_popfit import DAYS, simulate_trial  # noqa: E402
+from simest_popfit import DAYS, simulate_trial, source_version  # noqa: E402
 
 RTOL, ATOL = 1e-6, 1e-9
 N_ITER = (300, 150)
@@ -319,7 +319,7 @@ def report(args, data, cold, full, saem, per_iter, py_m2ll, ck_m2ll, fit) -> Non
         f"\nck_stein, {args.subjects} subjects × {DAYS.size} samples ({censored:.1f} % censored),"
         f" random C0, rho, alpha, covariate C0~DOSE; SAEM {N_ITER[0]} + {N_ITER[1]} "
         f"iterations; rtol {RTOL:g}, atol {ATOL:g}; numba threads {numba.get_num_threads()}, "
-        f"{os.cpu_count()} CPUs; seed {args.seed}"
+        f"{os.cpu_count()} CPUs; seed {args.seed}; cartpk at {source_version()}"
     )
     print(
         f"same data −2LL at the start values: cartpk {ck_m2ll:.6f}, pure Python "

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -332,6 +333,18 @@ def markdown(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def source_version() -> str:
+    """The git commit of the checkout, marked when src/ has uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        run = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return run.stdout.strip() if run.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + (" + uncommitted src/ changes" if git("status", "--porcelain", "src") else "")
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-datasets", type=int, default=100)
@@ -360,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.out.exists():
         args.out.unlink()
     started = time.perf_counter()
+    version = source_version()
     for k in range(args.n_datasets):
         if k in done:
             continue
@@ -374,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         f"n_iter {tuple(args.n_iter)}, n_is {args.n_is}, seed {args.seed}, numba threads "
         f"{numba.get_num_threads()}; fit time per data set: median "
         f"{estimates.groupby('dataset')['seconds'].first().median():.1f} s; wall time of this "
-        f"run {time.perf_counter() - started:.0f} s\n"
+        f"run {time.perf_counter() - started:.0f} s; cartpk at {version}\n"
     )
     print(markdown(summarise(estimates)))
     command = f"{os.path.relpath(sys.executable)} benches/simest_popfit.py " + " ".join(

@@ -29,7 +29,6 @@ from cartpk.population import build_design, fit_population
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL = ROOT / "data" / "phase1_trial.csv"
-LOG_2PI = float(np.log(2 * np.pi))
 
 
 def _load_simest():
