@@ -45,12 +45,6 @@ TRUTH = SIMEST.TYPICAL  # the generating truth of data/README.md (same numbers)
 OMEGA = SIMEST.OMEGA
 README_MODEL = {"random": ["C0", "rho", "alpha"], "covariates": {"C0": ["DOSE"]}}
 WITHIN_SE = 2.5
-SAEM_FREEZES = (
-    "known SAEM defect (reported, src/cartpk/population.py): parameters estimated without a "
-    "random effect (tmax, Fb, beta) freeze under the vanishing pseudo-variance 0.95^k before "
-    "they converge, so fits end less likely than the generating truth (quadrature -2LL ~5 "
-    "above the truth's on the bundled trial) with too-narrow CIs; remove when fixed"
-)
 
 
 # --- independent references: the marginal -2LL without cartpk ------------------------------
@@ -165,7 +159,7 @@ def test_same_seed_same_estimates_whatever_the_thread_count(tmp_path, trial_fram
         "tmax",
         "Fb",
         "alpha",
-        pytest.param("beta", marks=pytest.mark.xfail(strict=True, reason=SAEM_FREEZES)),
+        "beta",
     ],
 )
 def test_trial_typical_values_within_se_of_truth(trial_fit, name: str) -> None:
@@ -200,7 +194,6 @@ def test_trial_ofv_by_importance_sampling_matches_quadrature(trial_fit, trial_fr
     assert trial_fit.aic == pytest.approx(trial_fit.ofv + 2 * 11)
 
 
-@pytest.mark.xfail(strict=True, reason=SAEM_FREEZES)
 def test_trial_estimates_at_least_as_likely_as_the_truth(trial_fit, trial_frame) -> None:
     """A maximum-likelihood estimate cannot have a higher −2LL than the generating truth."""
     typical, theta, omega_sd, sigma = fitted_population(trial_fit)
@@ -235,7 +228,6 @@ def test_reduced_study_bias_within_targets_where_the_study_can_tell(reduced_stud
     assert not misses, misses
 
 
-@pytest.mark.xfail(strict=True, reason=SAEM_FREEZES)
 def test_reduced_study_ci_coverage(reduced_study) -> None:
     """Pooled 95 % CIs over parameters and data sets: misses no more than the 0.999
     binomial quantile at 5 %."""
