@@ -151,17 +151,7 @@ def test_same_seed_same_estimates_whatever_the_thread_count(tmp_path, trial_fram
 # --- the bundled phase 1 trial against its generating truth -----------------------------------
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "C0",
-        "rho",
-        "tmax",
-        "Fb",
-        "alpha",
-        "beta",
-    ],
-)
+@pytest.mark.parametrize("name", ["C0", "rho", "tmax", "Fb", "alpha", "beta"])
 def test_trial_typical_values_within_se_of_truth(trial_fit, name: str) -> None:
     row = trial_fit.fixed_effects.set_index("parameter").loc[name]
     assert abs(row["estimate"] - TRUTH[name]) <= WITHIN_SE * row["se"], row
