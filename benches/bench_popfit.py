@@ -390,7 +390,7 @@ def report(args, data, cold, full, saem, per_iter, py_m2ll, ck_m2ll, fit) -> Non
     print("| | wall time (s) |")
     print("|---|---:|")
     print(f"| cartpk first fit, fresh process, empty cache (compile included) | {cold:.1f} |")
-    print(f"| of which code generation and compilation (first fit − full fit) | {cold - full:.1f} |")
+    print(f"| of which code generation and compilation (first − full) | {cold - full:.1f} |")
     print(f"| cartpk fit_population, full (SAEM + modes + IS −2LL + SEs) | {full:.1f} |")
     print(f"| cartpk SAEM iterations alone ({total}) | {saem:.1f} |")
     print(
