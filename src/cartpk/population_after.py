@@ -321,7 +321,8 @@ def subject_information(
     pos = {j: k for k, j in enumerate(active)}
     JR = J[:, [pos[j] for j in random]]
     omega = run.omega[np.ix_(random, random)]
-    natural_f = np.where(run.kind[rows] == 0, np.exp(f), f)
+    with np.errstate(over="ignore"):
+        natural_f = np.where(run.kind[rows] == 0, np.exp(f), f)
     variance, d_error = residual_variance(run, rows, natural_f, errors)
     V = JR @ omega @ JR.T + np.diag(variance)
     Vinv = np.linalg.inv(V)
