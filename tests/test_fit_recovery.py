@@ -278,17 +278,18 @@ def log_errors(results: list, name: str) -> np.ndarray:
 def test_m3_is_less_biased_than_dropping_the_censored_points(censored_study: dict) -> None:
     """Issue 4: on data with ~30 % censored points, M3 is less biased than dropping them.
 
-    The typical profile is below the LLOQ (80) at days 0 and 1, at the LLOQ at day 4, and at
-    1.3, 0.6 of it at days 270 and 365, so with noise SD 0.5 whether a late point is
-    censored depends on its own noise: it is quantified only when its noise is high. The
+    The typical profile is 0.06 and 0.13 × the LLOQ (80) at days 0 and 1, 1.3 × at days 4
+    and 270, 2.6 × at day 180 and 0.6 × at day 365, so with noise SD 0.5 whether a late point
+    is censored depends on its own noise: it is quantified only when its noise is high. The
     missingness is informative, so dropping the censored rows keeps a terminal phase
     biased upward and flattened: beta, which those late points determine, comes out too
     small. M3 uses P(Y < LLOQ) for those rows and is consistent.
 
     Both fits start at the truth so that the comparison is between the two likelihoods'
     optima, not between local optima (test_m3_fits_reach_the_closed_form_optimum checks the
-    M3 optima). Expected sizes, from 300 closed-form fits of each kind: mean log(est/truth)
-    of beta -0.06 (M3) against -1.9 (dropped), mean |log(est/truth)| 0.29 against 2.1; both
+    M3 optima). Expected sizes, from 300 closed-form fits of each kind (beta unbounded
+    there): mean log(est/truth) of beta -0.06 (M3) against -1.9 (dropped), mean
+    |log(est/truth)| 0.29 against 2.1; both
     comparisons favour M3 in ~98-99 % of 20-seed sets. Fb is not asserted: it is fixed by
     the days 28-90, which stay quantified, and is moved by dropping only through its
     correlation with beta (mean log error -0.02 against -0.12 for a per-fit SD of 0.6,
@@ -330,7 +331,7 @@ PRIOR_SEEDS = [1, 2, 3]
 
 
 def test_a_prior_shrinks_a_weak_estimate_monotonically(stein: Model) -> None:
-    """beta from 10 samples up to day 90 (terminal phase: days 60 and 90 only; RSE ~100 %)
+    """beta from 10 samples up to day 90 (terminal phase: days 60 and 90 only; RSE >= 80 %)
     with a prior centred at 0.02/day (4 × the truth): as the prior SD on log(beta) falls,
     the estimate gets strictly closer to the prior mean, and once the prior SD is below the
     ML standard error of log(beta) the prior has more than half the say (exact for a
@@ -362,9 +363,10 @@ def test_the_same_prior_barely_moves_a_well_determined_estimate(
     for fitted in recovery[: len(PRIOR_SEEDS)]:
         x_ml = np.log(fitted["estimates"]["tmax"])
         se = estimation_sd(fitted["table"], "tmax")
+        shift = {}
         for sd in PRIOR_SDS:
             result = quiet_fit(stein, fitted["data"], priors={"tmax": (20.0, sd)})
-            x = np.log(result.estimates["tmax"])
-            assert abs(np.expm1(x - x_ml)) < 0.01
-        weight = se**2 / (se**2 + PRIOR_SDS[-1] ** 2)
-        assert x - x_ml == pytest.approx(weight * (np.log(20.0) - x_ml), rel=0.1)
+            shift[sd] = np.log(result.estimates["tmax"]) - x_ml
+            assert abs(np.expm1(shift[sd])) < 0.01
+        weight = se**2 / (se**2 + 0.25**2)
+        assert shift[0.25] == pytest.approx(weight * (np.log(20.0) - x_ml), rel=0.1)
