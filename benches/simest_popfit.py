@@ -378,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
         if k in done:
             continue
         table = fit_dataset(k, args)
-        table.to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
+        header = not args.out.exists()
+        table.to_csv(args.out, mode="a", header=header, index=False, float_format="%.8g")
         print(f"data set {k}: {table['seconds'].iloc[0]:.1f} s", file=sys.stderr, flush=True)
     estimates = pd.read_csv(args.out)
     print(
@@ -402,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
 def report_likelihood(check: pd.DataFrame, out: Path) -> None:
     """Print how often the fit is less likely than the truth; save the per-data-set table."""
     path = out.with_name(f"{out.stem}_m2ll.csv")
-    check.to_csv(path, index=False)
+    check.to_csv(path, index=False, float_format="%.8g")
     n_params = len(TRUTH)
     worse = int((check["truth_minus_estimate"] < 0).sum())
     print(
