@@ -26,10 +26,12 @@ SAEM (Kuhn and Lavielle 2004; Delyon, Lavielle and Moulines 1999), one iteration
    averaged in the same way. During the first half of the exploration phase, Omega and the
    error SDs shrink by at most 5 % per iteration (simulated annealing).
 
-Parameters estimated without a random effect are given a vanishing one (SD 0.95^k of their
-start) during exploration, so that the same M-step moves them; in the smoothing phase they
-have none and are estimated by maximising the data likelihood at the current random effects
-(Nelder–Mead, stochastically averaged), as Monolix does. All random numbers come
+Parameters estimated without a random effect are given a vanishing one during exploration,
+so that the same M-step moves them: its SD falls geometrically from the start omega to
+``PSEUDO_END`` over the exploration phase, slowly enough for them to travel with the
+random-effect parameters they trade off against (tmax against rho). In the smoothing phase
+they have none and are estimated by maximising the data likelihood at the current random
+effects (Nelder–Mead, stochastically averaged), as Monolix does. All random numbers come
 from one seeded generator and are drawn before each kernel call, so the estimates do not
 depend on the number of threads.
 """
@@ -62,6 +64,7 @@ from .solve import method_code
 
 ANNEAL = 0.95
 TARGET_ACCEPTANCE = 0.4
+PSEUDO_END = 0.01  # SD the vanishing pseudo-random effect reaches at the end of exploration
 ERROR_START = {"sigma": 0.5, "b": 0.3, "a": 1.0}
 
 
@@ -357,8 +360,8 @@ class Saem:
         (none in the smoothing phase, where :meth:`optimise_fixed` estimates them)."""
         if k >= self.n_explore:
             return self.omega
-        pseudo = np.maximum(self.pseudo0 * ANNEAL ** (2 * k), 1e-8)
-        return self.omega + np.diag(np.where(self.pseudo0 > 0, pseudo, 0.0))
+        fading = (PSEUDO_END**2 / np.maximum(self.pseudo0, PSEUDO_END**2)) ** (k / self.n_explore)
+        return self.omega + np.diag(self.pseudo0 * fading)
 
     def simulate(self, k: int) -> None:
         """Metropolis–Hastings moves of every subject's eta (numba, parallel)."""
