@@ -200,3 +200,25 @@ def test_a_frame_with_repeated_index_labels_is_read() -> None:
     ds = read_dataset(both)
     assert len(ds.frame) == 4 and list(ds.ids) == [1, 2]
     assert both.index.tolist() == [0, 1, 0, 1]
+
+
+def test_filled_censored_values_do_not_reach_the_callers_frame() -> None:
+    """DV takes the LLOQ (and LLOQ the DV) on censored rows in the reader's copy only."""
+    cens = [0, 0, 1, 0, 0, 0]
+    cases = [
+        (table(CENS=cens, DV=[5, 9, np.nan, 6, 1, 5], LLOQ=[2.0] * 6), "DV", 2.0),
+        (table(CENS=cens, DV=[5, 9, 3.0, 6, 1, 5]), "LLOQ", 3.0),
+    ]
+    for frame, filled, value in cases:
+        before = frame.copy(deep=True)
+        ds = read_dataset(frame)
+        assert ds.frame.loc[ds.frame["CENS"] == 1, filled].tolist() == [value]
+        pd.testing.assert_frame_equal(frame, before)
+
+
+def test_rows_are_counted_by_position_whatever_the_index() -> None:
+    """Row numbers in messages are 1-based positions, also for a repeated, unsorted index."""
+    frame = table(DV=[5, 9, -3, 6, 1, 5])
+    frame.index = [7, 7, 3, 3, 0, 0]
+    with pytest.raises(DataError, match=r"column DV: negative value.* \(row 3\)$"):
+        read_dataset(frame)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,8 @@ from .errors import DataError
 STANDARD = ("ID", "TIME", "DV", "ANALYTE", "LLOQ", "CENS", "EVID", "AMT", "MDV")
 ALIASES = {"DVID": "ANALYTE", "BLQ": "CENS"}
 SHOWN_ROWS = 5
+# columns the reader adds after the user's, in this order, when the table lacks them
+ADDED = ("ROW", "CENS", "EVID", "MDV", "LLOQ", "AMT", "ANALYTE")
 
 
 def rows_text(rows: pd.Series | np.ndarray) -> str:
@@ -34,14 +37,17 @@ def rows_text(rows: pd.Series | np.ndarray) -> str:
     return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
-def fail(frame: pd.DataFrame, mask: pd.Series, column: str, problem: str) -> None:
-    """Raise a DataError for the rows selected by ``mask``, if any."""
+def fail(mask: np.ndarray, column: str, problem: str) -> None:
+    """Raise a DataError for the rows selected by the boolean array ``mask``, if any.
+
+    ``mask`` is in the order of the user's table, so row k is user row k + 1.
+    """
     if mask.any():
-        raise DataError(f"column {column}: {problem} ({rows_text(frame.loc[mask, 'ROW'])})")
+        raise DataError(f"column {column}: {problem} ({rows_text(np.flatnonzero(mask) + 1)})")
 
 
-def canonical_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Upper-case the column names, apply aliases and refuse duplicates."""
+def canonical_names(frame: pd.DataFrame) -> list[str]:
+    """The upper-cased column names with aliases applied; duplicates refused."""
     names = [ALIASES.get(str(c).strip().upper(), str(c).strip().upper()) for c in frame.columns]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
@@ -49,98 +55,134 @@ def canonical_columns(frame: pd.DataFrame) -> pd.DataFrame:
             f"columns {', '.join(duplicated)} appear more than once "
             "(names are case-insensitive; DVID is ANALYTE, BLQ is CENS)"
         )
-    out = frame.copy(deep=True)
-    out.columns = names
+    return names
+
+
+def numeric(raw: pd.Series, column: str) -> np.ndarray:
+    """A new float array of a column, naming the rows that are not numbers.
+
+    Empty strings become NaN; any other text is an error.
+    """
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        if isinstance(raw.dtype, np.dtype):
+            return raw.to_numpy().astype(np.float64)
+        return raw.astype(float).to_numpy(copy=True)
+    raw = raw.reset_index(drop=True)
+    values = pd.to_numeric(raw, errors="coerce")
+    suspect = values.isna() & raw.notna()
+    text = raw[suspect].astype(str).str.strip() != ""
+    bad = (suspect & text.reindex(raw.index, fill_value=False)).to_numpy(bool)
+    if bad.any():
+        found = ", ".join(repr(v) for v in raw[bad].head(3))
+        fail(bad, column, f"not a number (found {found})")
+    return values.astype(float).to_numpy(copy=True)
+
+
+def required(raw: dict[str, pd.Series], names: list[str]) -> dict[str, np.ndarray]:
+    """ID, TIME and DV must be present and well formed: TIME and DV as float arrays."""
+    missing = [c for c in ("ID", "TIME", "DV") if c not in raw]
+    if missing:
+        found = [n for n in names if n != "ROW"]
+        raise DataError(
+            f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(found: {', '.join(found)})"
+        )
+    ids = raw["ID"]
+    absent = ids.isna().to_numpy(bool)
+    if not pd.api.types.is_numeric_dtype(ids):
+        absent = absent | np.array([str(v).strip() == "" for v in ids.to_numpy(object)], bool)
+    fail(absent, "ID", "missing subject ID")
+    time = numeric(raw["TIME"], "TIME")
+    fail(np.isnan(time), "TIME", "missing or NaN time")
+    fail(~np.isfinite(time), "TIME", "time is not finite")
+    return {"TIME": time, "DV": numeric(raw["DV"], "DV")}
+
+
+def flags(raw: dict[str, pd.Series], n: int) -> dict[str, np.ndarray]:
+    """CENS, EVID, MDV (0 where absent or empty; must be 0 or 1), LLOQ and AMT (NaN where
+    absent) as float arrays."""
+    out = {}
+    for column in ("CENS", "EVID", "MDV"):
+        values = numeric(raw[column], column) if column in raw else np.zeros(n)
+        values[np.isnan(values)] = 0.0
+        fail((values != 0.0) & (values != 1.0), column, "must be 0 or 1")
+        out[column] = values
+    for column in ("LLOQ", "AMT"):
+        out[column] = numeric(raw[column], column) if column in raw else np.full(n, np.nan)
     return out
 
 
-def numeric(frame: pd.DataFrame, column: str) -> None:
-    """Convert a column to float in place on our copy, naming rows that are not numbers."""
-    raw = frame[column]
-    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
-        frame[column] = raw.astype(float)
-        return
-    values = pd.to_numeric(raw, errors="coerce")
-    suspect = values.isna() & raw.notna()
-    bad = suspect & (raw[suspect].astype(str).str.strip() != "").reindex(
-        raw.index, fill_value=False
-    )
-    if bad.any():
-        found = ", ".join(repr(v) for v in raw[bad].head(3))
-        fail(frame, bad, column, f"not a number (found {found})")
-    frame[column] = values.astype(float)
+def analyte_column(raw: dict[str, pd.Series], n: int, default: str) -> pd.Series:
+    """ANALYTE as stripped text: the column, or ``default`` on every row when absent."""
+    if "ANALYTE" not in raw and isinstance(default, str):
+        return pd.Series([default.strip()] * n, dtype=str)
+    column = raw["ANALYTE"] if "ANALYTE" in raw else pd.Series([default] * n)
+    return column.astype(str).str.strip()
 
 
-def fill_flags(frame: pd.DataFrame) -> None:
-    """Give the optional flag columns their defaults and check they are 0/1."""
-    for column in ("CENS", "EVID", "MDV"):
-        if column not in frame:
-            frame[column] = 0.0
-        numeric(frame, column)
-        frame[column] = frame[column].fillna(0.0)
-        fail(frame, ~frame[column].isin([0.0, 1.0]), column, "must be 0 or 1")
-    for column in ("LLOQ", "AMT"):
-        if column not in frame:
-            frame[column] = np.nan
-        numeric(frame, column)
-
-
-def check_required(frame: pd.DataFrame) -> None:
-    """ID, TIME and DV must be present and well formed."""
-    missing = [c for c in ("ID", "TIME", "DV") if c not in frame]
-    if missing:
-        raise DataError(
-            f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-            f"(found: {', '.join(map(str, frame.columns.drop('ROW')))})"
-        )
-    ids = frame["ID"]
-    fail(frame, ids.isna() | (ids.astype(str).str.strip() == ""), "ID", "missing subject ID")
-    numeric(frame, "TIME")
-    fail(frame, frame["TIME"].isna(), "TIME", "missing or NaN time")
-    fail(frame, ~np.isfinite(frame["TIME"]), "TIME", "time is not finite")
-    numeric(frame, "DV")
-
-
-def check_censoring(frame: pd.DataFrame, has_lloq: bool) -> None:
-    """Censored rows need an LLOQ: the LLOQ column, or DV when there is no such column."""
-    cens = (frame["EVID"] == 0) & (frame["MDV"] == 0) & (frame["CENS"] == 1)
+def check_censoring(c: dict[str, np.ndarray], has_lloq: bool) -> None:
+    """Censored rows need an LLOQ: the LLOQ column, or DV when there is no such column
+    (copied into LLOQ)."""
+    cens = (c["EVID"] == 0) & (c["MDV"] == 0) & (c["CENS"] == 1)
     if has_lloq:
-        fail(frame, cens & frame["LLOQ"].isna(), "LLOQ", "CENS=1 without an LLOQ")
+        fail(cens & np.isnan(c["LLOQ"]), "LLOQ", "CENS=1 without an LLOQ")
     else:
         fail(
-            frame,
-            cens & frame["DV"].isna(),
+            cens & np.isnan(c["DV"]),
             "CENS",
             "CENS=1 without an LLOQ (no LLOQ column and DV, which then holds the LLOQ, is empty)",
         )
-        frame.loc[cens, "LLOQ"] = frame.loc[cens, "DV"]
-    fail(frame, frame["LLOQ"] < 0, "LLOQ", "negative LLOQ")
+        c["LLOQ"][cens] = c["DV"][cens]
+    fail(c["LLOQ"] < 0, "LLOQ", "negative LLOQ")
 
 
-def check_observations(frame: pd.DataFrame) -> None:
-    """DV present and non-negative on observation rows; no duplicates."""
-    obs = (frame["EVID"] == 0) & (frame["MDV"] == 0)
-    censored_at_lloq = obs & (frame["CENS"] == 1) & frame["DV"].isna()
-    frame.loc[censored_at_lloq, "DV"] = frame.loc[censored_at_lloq, "LLOQ"]
-    fail(frame, obs & frame["DV"].isna(), "DV", "missing DV on an observation row (MDV=0)")
-    fail(frame, obs & (frame["DV"] < 0), "DV", "negative value: concentrations must be >= 0")
-    keys = frame.loc[obs, ["ID", "TIME", "ANALYTE"]]
-    dup = keys.duplicated(keep=False).reindex(frame.index, fill_value=False)
-    fail(frame, dup, "TIME", "duplicate observation of the same ID, TIME and ANALYTE")
+def check_observations(c: dict[str, np.ndarray], ids: pd.Series, analyte: pd.Series) -> None:
+    """DV present (censored rows without DV take the LLOQ) and non-negative on observation
+    rows; no two observations of the same ID, TIME and ANALYTE."""
+    obs = (c["EVID"] == 0) & (c["MDV"] == 0)
+    censored_at_lloq = obs & (c["CENS"] == 1) & np.isnan(c["DV"])
+    c["DV"][censored_at_lloq] = c["LLOQ"][censored_at_lloq]
+    fail(obs & np.isnan(c["DV"]), "DV", "missing DV on an observation row (MDV=0)")
+    fail(obs & (c["DV"] < 0), "DV", "negative value: concentrations must be >= 0")
+    dup = np.zeros(obs.size, dtype=bool)
+    dup[obs] = duplicated(ids.to_numpy()[obs], c["TIME"][obs], analyte.to_numpy()[obs])
+    fail(dup, "TIME", "duplicate observation of the same ID, TIME and ANALYTE")
 
 
-def check_doses(frame: pd.DataFrame) -> None:
+def duplicated(*keys: Any) -> np.ndarray:
+    """Rows whose combination of ``keys`` (equal-length arrays) occurs more than once."""
+    code = np.zeros(len(keys[0]), dtype=np.int64)
+    for key in keys:
+        part, levels = pd.factorize(key, use_na_sentinel=False)
+        code, _ = pd.factorize(code * len(levels) + part)
+    return np.bincount(code)[code] > 1 if code.size else np.zeros(0, dtype=bool)
+
+
+def check_doses(c: dict[str, np.ndarray]) -> None:
     """Dose records need a positive AMT."""
-    dose = frame["EVID"] == 1
-    bad = dose & ~(frame["AMT"] > 0)
-    fail(frame, bad, "AMT", "dose record (EVID=1) without a positive AMT")
+    fail((c["EVID"] == 1) & ~(c["AMT"] > 0), "AMT", "dose record (EVID=1) without a positive AMT")
+
+
+def sort_order(ids: pd.Series, time: np.ndarray) -> np.ndarray:
+    """Row order by ID then TIME, ties kept in input order (as pandas' stable sort_values)."""
+    key = ids.to_numpy() if isinstance(ids.dtype, np.dtype) else ids.array
+    if not (isinstance(key, np.ndarray) and key.dtype.kind in "fiub"):
+        key = pd.Categorical(key, ordered=True).codes
+    return np.lexsort((time, key))
+
+
+def taken(column: pd.Series, order: np.ndarray) -> np.ndarray | pd.Series:
+    """A user's column (ID, a covariate) in ``order``, keeping its dtype."""
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind != "O":
+        return column.to_numpy()[order]
+    return pd.Series(column.array.take(order), dtype=column.dtype)
 
 
 def read_table(source: str | PathLike[str] | pd.DataFrame) -> pd.DataFrame:
-    """Load the raw table: a DataFrame is copied (with a fresh 0..n-1 index), a path is read
-    as CSV."""
+    """Load the raw table: a DataFrame is used as given (only read, never modified), a path
+    is read as CSV."""
     if isinstance(source, pd.DataFrame):
-        return source.reset_index(drop=True)
+        return source
     path = Path(source)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -164,8 +206,9 @@ class Dataset:
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
+        self._columns: dict[str, np.ndarray] = {}
         self.ids = pd.unique(frame["ID"])
-        observed = frame.loc[frame["EVID"] == 0, "ANALYTE"]
+        observed = self.column("ANALYTE")[self.column("EVID") == 0]
         self.analytes = tuple(str(a) for a in pd.unique(observed))
         self.covariates = tuple(c for c in frame.columns if c not in (*STANDARD, "ROW"))
 
@@ -175,22 +218,33 @@ class Dataset:
             f"analytes {', '.join(self.analytes)}, covariates {', '.join(self.covariates)})"
         )
 
-    def observations(self, analyte: str | None = None) -> pd.DataFrame:
-        """Observation rows (EVID 0, MDV 0), for one analyte if given."""
-        frame = self.frame
-        obs = frame[(frame["EVID"] == 0) & (frame["MDV"] == 0)]
+    def column(self, name: str) -> np.ndarray:
+        """Column ``name`` of :attr:`frame` as a numpy array, cached (the frame is read-only:
+        a Dataset is never changed after reading)."""
+        if name not in self._columns:
+            self._columns[name] = self.frame[name].to_numpy()
+        return self._columns[name]
+
+    def observed(self, analyte: str | None = None) -> np.ndarray:
+        """Boolean array over :attr:`frame` rows: observations (EVID 0, MDV 0), of one
+        analyte if given."""
+        rows = (self.column("EVID") == 0) & (self.column("MDV") == 0)
         if analyte is None:
-            return obs.copy()
+            return rows
         if analyte not in self.analytes:
             raise DataError(
                 f"column ANALYTE: no observations of {analyte!r} "
                 f"(the data have: {', '.join(self.analytes)})"
             )
-        return obs[obs["ANALYTE"] == analyte].copy()
+        return rows & (self.column("ANALYTE") == analyte)
+
+    def observations(self, analyte: str | None = None) -> pd.DataFrame:
+        """Observation rows (EVID 0, MDV 0), for one analyte if given."""
+        return self.frame[self.observed(analyte)].copy()
 
     def doses(self) -> pd.DataFrame:
         """Dose records (EVID 1)."""
-        return self.frame[self.frame["EVID"] == 1].copy()
+        return self.frame[self.column("EVID") == 1].copy()
 
     def subject_covariates(self) -> pd.DataFrame:
         """One row per ID: each covariate's first non-missing value (the baseline)."""
@@ -199,12 +253,11 @@ class Dataset:
 
     def require_positive(self, analyte: str) -> None:
         """Refuse DV <= 0 for an analyte fitted with a log-scale error model."""
-        obs = self.observations(analyte)
-        bad = (obs["DV"] <= 0) & (obs["CENS"] == 0)
+        bad = self.observed(analyte) & (self.column("DV") <= 0) & (self.column("CENS") == 0)
         if bad.any():
             raise DataError(
                 f"column DV: {analyte} values must be > 0 for a log-scale error model "
-                f"({rows_text(obs.loc[bad, 'ROW'])}); mark values below the LLOQ with CENS=1"
+                f"({rows_text(self.column('ROW')[bad])}); mark values below the LLOQ with CENS=1"
             )
 
     def require_analytes(self, available: Sequence[str]) -> None:
@@ -233,22 +286,26 @@ def read_dataset(
     Raises:
         DataError: naming the column, the first offending rows and the problem.
     """
-    frame = read_table(source)
-    if frame.empty:
+    table = read_table(source)
+    if table.empty:
         raise DataError("the table has no rows")
-    frame = canonical_columns(frame)
-    frame["ROW"] = np.arange(1, len(frame) + 1)
-    check_required(frame)
-    has_lloq = "LLOQ" in frame
-    fill_flags(frame)
-    if "ANALYTE" not in frame:
-        frame["ANALYTE"] = default_analyte
-    frame["ANALYTE"] = frame["ANALYTE"].astype(str).str.strip()
-    check_censoring(frame, has_lloq)
-    check_observations(frame)
-    check_doses(frame)
-    frame = frame.sort_values(["ID", "TIME"], kind="stable").reset_index(drop=True)
-    return Dataset(frame)
+    names = canonical_names(table)
+    raw = {name: table[label] for label, name in zip(table.columns, names, strict=True)}
+    n = len(table)
+    checked = required(raw, names)
+    has_lloq = "LLOQ" in raw
+    checked.update(flags(raw, n))
+    analyte = analyte_column(raw, n, default_analyte)
+    check_censoring(checked, has_lloq)
+    check_observations(checked, raw["ID"], analyte)
+    check_doses(checked)
+    checked["ROW"] = np.arange(1, n + 1)
+    order = sort_order(raw["ID"], checked["TIME"])
+    columns = {c: checked[c][order] for c in checked}
+    columns["ANALYTE"] = taken(analyte, order)
+    columns.update({c: taken(raw[c], order) for c in names if c not in columns})
+    ordered = [*names, *(c for c in ADDED if c not in names)]
+    return Dataset(pd.DataFrame({c: columns[c] for c in ordered}))
 
 
 def as_dataset(obj: Dataset | pd.DataFrame | str | PathLike[str]) -> Dataset:
