@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
-from cartpk.likelihood import m2ll_censored, m2ll_observed, prior_penalty
+from cartpk.data import read_dataset
+from cartpk.errors import DataError
+from cartpk.likelihood import m2ll_censored, m2ll_observed, pack_observations, prior_penalty
 
 DV = np.array([120.0, 35.0, 8.0])
 PRED = np.array([100.0, 40.0, 10.0])
@@ -100,3 +105,82 @@ def test_far_tail_of_the_m3_term(stein) -> None:
             np.empty(0), np.array([0.0, 1e-10, 1e-12, 1e5]), np.empty((1, 1)),
         )  # fmt: skip
         assert f(*args) == pytest.approx(-2 * stats.norm.logcdf(z), rel=1e-7)
+
+
+NAN = np.nan
+# Three subjects in scrambled row order: A has an observation before TIME 0, two analytes at
+# day 1 and re-infusions at days 10 and 4 (listed in that order); B has a censored point
+# without DV (it takes the LLOQ); C is not asked for. WT of A is missing on its first rows.
+PACK_TABLE = pd.DataFrame(
+    [
+        ("B", 7.0, 50.0, "CART", 0, NAN, 0, 0, 80.0),
+        ("A", 0.0, NAN, "CART", 1, 2e6, 1, 0, NAN),
+        ("A", 1.0, 10.0, "CART", 0, NAN, 0, 0, 70.0),
+        ("A", -1.0, 3.0, "CART", 0, NAN, 0, 0, NAN),
+        ("B", 0.0, NAN, "CART", 1, 1e6, 1, 0, 80.0),
+        ("A", 1.0, 200.0, "VEGF", 0, NAN, 0, 0, 70.0),
+        ("B", 14.0, NAN, "CART", 0, NAN, 0, 1, 80.0),
+        ("A", 10.0, NAN, "CART", 1, 5e5, 1, 0, 72.0),
+        ("B", 3.0, 20.0, "CART", 0, NAN, 0, 0, 80.0),
+        ("C", 0.0, 1.0, "CART", 0, NAN, 0, 0, NAN),
+        ("A", 4.0, NAN, "CART", 1, 1e6, 1, 0, 70.0),
+    ],
+    columns=["ID", "TIME", "DV", "ANALYTE", "EVID", "AMT", "MDV", "CENS", "WT"],
+).assign(LLOQ=5.0)
+
+
+def pack_model(**changes) -> SimpleNamespace:
+    """What pack_observations reads of a model: outputs, covariates, dose_state, name."""
+    spec = {
+        "name": "packer",
+        "outputs": ("VEGF", "CART"),
+        "covariates": {
+            "WT": SimpleNamespace(reference=75.0),
+            "DOSE": SimpleNamespace(reference=1e6),
+            "AGE": SimpleNamespace(reference=60.0),
+        },
+        "dose_state": "E",
+    }
+    return SimpleNamespace(**{**spec, **changes})
+
+
+def test_pack_observations_by_hand() -> None:
+    """Subjects in the order asked (B, A), rows by time, outputs by index in the model,
+    baseline covariates (first non-missing WT, DOSE = AMT at TIME 0, AGE the reference),
+    re-infusions after TIME 0 sorted by time."""
+    packed = pack_observations(read_dataset(PACK_TABLE), pack_model(), ["B", "A"])
+    assert packed.ids == ["B", "A"]
+    np.testing.assert_array_equal(packed.off, [0, 3, 5])
+    np.testing.assert_array_equal(packed.time, [3.0, 7.0, 14.0, 1.0, 1.0])
+    np.testing.assert_array_equal(packed.dv, [20.0, 50.0, 5.0, 10.0, 200.0])
+    np.testing.assert_array_equal(packed.cens, [0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(packed.lloq, [5.0] * 5)
+    np.testing.assert_array_equal(packed.analyte, ["CART"] * 4 + ["VEGF"])
+    np.testing.assert_array_equal(packed.out, [1, 1, 1, 1, 0])
+    np.testing.assert_array_equal(packed.covariates, [[80.0, 1e6, 60.0], [70.0, 2e6, 60.0]])
+    np.testing.assert_array_equal(packed.d_time, [4.0, 10.0])
+    np.testing.assert_array_equal(packed.d_amt, [1e6, 5e5])
+    np.testing.assert_array_equal(packed.d_off, [0, 0, 2])
+    assert packed.excluded_before_infusion == 1
+    assert [packed.off.dtype, packed.out.dtype, packed.cens.dtype, packed.d_off.dtype] == [
+        np.int64
+    ] * 4
+
+
+@pytest.mark.parametrize(
+    ("model", "ids", "pattern"),
+    [
+        (pack_model(outputs=("CART",)), ["B"], r"ANALYTE: the model has no output for VEGF"),
+        (pack_model(), ["A", "C", "D"], r"IDs \['D'\]: no observations at TIME >= 0"),
+        (
+            pack_model(dose_state=None),
+            ["B", "A"],
+            r"EVID: doses after TIME 0 \(rows 11, 8\) but model 'packer' has no \[dosing\]",
+        ),
+        (pack_model(), ["C"], r"column WT: no value for IDs \['C'\]"),
+        (pack_model(covariates={"DOSE": SimpleNamespace(reference=1.0)}), ["C"], r"DOSE: no"),
+    ],
+)
+def test_pack_observations_errors_are_named(model, ids, pattern) -> None:
+    with pytest.raises(DataError, match=pattern):
+        pack_observations(read_dataset(PACK_TABLE), model, ids)

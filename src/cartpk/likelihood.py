@@ -113,27 +113,30 @@ class ObservationArrays:
 def pack_observations(ds: Dataset, model: Model, ids: Sequence[Any]) -> ObservationArrays:
     """Flat observation, dose and covariate arrays of subjects ``ids`` (in that order)."""
     ds.require_analytes(model.outputs)
-    obs = ds.observations()
-    obs = obs[obs["ID"].isin(ids)]
-    early = int((obs["TIME"] < 0).sum())
-    obs = obs[obs["TIME"] >= 0]
-    order = {subject: k for k, subject in enumerate(ids)}
-    obs = obs.assign(_k=obs["ID"].map(order)).sort_values(["_k", "TIME"], kind="stable")
-    counts = obs["_k"].value_counts().reindex(range(len(ids)), fill_value=0).to_numpy()
+    subjects = Subjects(ds, ids)
+    time = ds.column("TIME")
+    mine = ds.observed() & (subjects.row_position >= 0)
+    early = int(np.count_nonzero(mine & (time < 0)))
+    rows = np.flatnonzero(mine & (time >= 0))
+    position = subjects.row_position[rows]
+    rows = rows[np.lexsort((time[rows], position))]
+    counts = np.bincount(position, minlength=len(ids))
     empty = [ids[k] for k in np.flatnonzero(counts == 0)]
     if empty:
         raise DataError(f"IDs {empty[:10]}: no observations at TIME >= 0 to fit")
-    d_time, d_amt, d_off = reinfusions(ds, model, ids)
+    d_time, d_amt, d_off = reinfusions(ds, model, subjects)
+    analyte = ds.column("ANALYTE")[rows].astype(str)
+    names, index = np.unique(analyte, return_inverse=True)
     return ObservationArrays(
-        ids=list(ids),
+        ids=subjects.ids,
         off=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        time=obs["TIME"].to_numpy(np.float64),
-        out=np.array([model.outputs.index(a) for a in obs["ANALYTE"]], dtype=np.int64),
-        dv=obs["DV"].to_numpy(np.float64),
-        cens=obs["CENS"].to_numpy(np.int64),
-        lloq=obs["LLOQ"].to_numpy(np.float64),
-        analyte=obs["ANALYTE"].to_numpy(str),
-        covariates=subject_covariate_matrix(ds, model, ids),
+        time=time[rows].astype(np.float64),
+        out=np.array([model.outputs.index(a) for a in names], dtype=np.int64)[index],
+        dv=ds.column("DV")[rows].astype(np.float64),
+        cens=ds.column("CENS")[rows].astype(np.int64),
+        lloq=ds.column("LLOQ")[rows].astype(np.float64),
+        analyte=analyte,
+        covariates=subject_covariate_matrix(ds, model, subjects),
         d_time=d_time,
         d_amt=d_amt,
         d_off=d_off,
@@ -141,20 +144,72 @@ def pack_observations(ds: Dataset, model: Model, ids: Sequence[Any]) -> Observat
     )
 
 
-def subject_covariate_matrix(ds: Dataset, model: Model, ids: Sequence[Any]) -> np.ndarray:
+class Subjects:
+    """Where the subjects ``ids`` (in that order) are in a dataset's rows.
+
+    Attributes:
+        ids: the subjects, as a list; n: how many distinct ones.
+        code: per data row, the index of its subject among the distinct ``ids`` (-1 for
+            rows of other subjects).
+        at: per position in ``ids``, the index of that subject among the distinct ids.
+        row_position: per data row, its subject's position in ``ids`` (the last position
+            of an ID listed twice; -1 for other subjects).
+    """
+
+    def __init__(self, ds: Dataset, ids: Sequence[Any]) -> None:
+        self.ids = list(ids)
+        distinct = pd.Index(self.ids).unique()
+        self.n = len(distinct)
+        self.code = distinct.get_indexer(ds.column("ID"))
+        self.at = distinct.get_indexer(pd.Index(self.ids))
+        # last[c]: the last position of distinct id c; the extra last[-1] = -1 serves code -1
+        last = np.full(self.n + 1, -1)
+        np.maximum.at(last, self.at, np.arange(len(self.ids)))
+        self.row_position = last[self.code]
+
+    def first_values(self, values: np.ndarray) -> np.ndarray:
+        """Per position in ``ids``: the first non-missing entry of ``values`` (one per data
+        row) among that subject's rows, as float (NaN if none)."""
+        rows = np.flatnonzero((self.code >= 0) & pd.notna(values))
+        found, first = np.unique(self.code[rows], return_index=True)
+        out = np.full(self.n, np.nan)
+        out[found] = values[rows[first]].astype(np.float64)
+        return out[self.at]
+
+    def sums(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Per position in ``ids``: the sum of ``values`` over that subject's ``rows``
+        (boolean over data rows), NaN where the subject has none of them."""
+        rows = rows & (self.code >= 0)
+        total = np.bincount(self.code[rows], weights=values[rows], minlength=self.n)
+        count = np.bincount(self.code[rows], minlength=self.n)
+        return np.where(count > 0, total, np.nan)[self.at]
+
+    def ragged(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The data rows selected by ``rows`` (boolean) grouped by position in ``ids``
+        (each group in data order; an ID listed twice gets its rows twice), and offsets."""
+        selected = np.flatnonzero(rows & (self.code >= 0))
+        code = self.code[selected]
+        selected = selected[np.argsort(code, kind="stable")]
+        per_code = np.bincount(code, minlength=self.n)
+        start = np.concatenate([[0], np.cumsum(per_code)])[self.at]
+        counts = per_code[self.at]
+        off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return selected[np.repeat(start - off[:-1], counts) + np.arange(off[-1])], off
+
+
+def subject_covariate_matrix(ds: Dataset, model: Model, subjects: Subjects) -> np.ndarray:
     """(n, n_cov) covariates: the data's baseline value, else (DOSE) the AMT given at TIME 0.
 
     A model covariate the data do not have takes the model's reference value.
     """
-    table = ds.subject_covariates() if ds.covariates else pd.DataFrame(index=ds.ids)
-    doses = ds.doses()
-    at_zero = doses[doses["TIME"] == 0].groupby("ID")["AMT"].sum()
+    ids = subjects.ids
+    dose_at_zero = (ds.column("EVID") == 1) & (ds.column("TIME") == 0)
     columns = []
     for name, covariate in model.covariates.items():
-        if name in table:
-            values = table[name].reindex(ids).to_numpy(np.float64)
-        elif name == "DOSE" and not at_zero.empty:
-            values = at_zero.reindex(ids).to_numpy(np.float64)
+        if name in ds.covariates:
+            values = subjects.first_values(ds.column(name))
+        elif name == "DOSE" and dose_at_zero.any():
+            values = subjects.sums(ds.column("AMT"), dose_at_zero)
         else:
             values = np.full(len(ids), covariate.reference)
         missing = [ids[k] for k in np.flatnonzero(~np.isfinite(values))]
@@ -165,24 +220,19 @@ def subject_covariate_matrix(ds: Dataset, model: Model, ids: Sequence[Any]) -> n
 
 
 def reinfusions(
-    ds: Dataset, model: Model, ids: Sequence[Any]
+    ds: Dataset, model: Model, subjects: Subjects
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dose records after TIME 0 as ragged arrays (time, amount, offsets) over ``ids``."""
-    doses = ds.doses()
-    later = doses[(doses["TIME"] > 0) & doses["ID"].isin(ids)]
-    if not later.empty and model.dose_state is None:
+    """Dose records after TIME 0 as ragged arrays (time, amount, offsets) over the subjects."""
+    later = (ds.column("EVID") == 1) & (ds.column("TIME") > 0)
+    mine = later & (subjects.code >= 0)
+    if model.dose_state is None and mine.any():
         raise DataError(
-            f"column EVID: doses after TIME 0 ({rows_text(later['ROW'])}) but model "
+            f"column EVID: doses after TIME 0 ({rows_text(ds.column('ROW')[mine])}) but model "
             f"{model.name!r} has no [dosing] section for re-infusions"
         )
-    groups = {subject: part for subject, part in later.groupby("ID", sort=False)}
-    parts = [groups.get(subject, later.iloc[:0]) for subject in ids]
-    counts = [len(part) for part in parts]
-    return (
-        np.concatenate([part["TIME"].to_numpy(np.float64) for part in parts]),
-        np.concatenate([part["AMT"].to_numpy(np.float64) for part in parts]),
-        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-    )
+    rows, off = subjects.ragged(later)
+    d_time = ds.column("TIME")[rows].astype(np.float64)
+    return d_time, ds.column("AMT")[rows].astype(np.float64), off
 
 
 def error_columns(
