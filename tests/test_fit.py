@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cartpk.errors import FitError
-from cartpk.fit import fit
+from cartpk.fit import fit, hessian
 from cartpk.fit_result import FitTable
 
 DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)
@@ -86,3 +86,52 @@ def test_bad_error_model_and_prior_are_named() -> None:
         fit("ck_stein", profile(), error={"CART": "cubic"})
     with pytest.raises(FitError, match="prior on 'gamma'"):
         fit("ck_stein", profile(), priors={"gamma": (1.0, 0.1)})
+
+
+def quadratic_plus_quartic(n: int = 7, seed: int = 7):
+    """f(x) = ½(x − c)ᵀA(x − c) + Σ q_k·x_k⁴ + r·(x₀·x₁)² on points (k, n), and its Hessian
+    by hand: A + diag(12·q·x²), plus 2r·x₁², 2r·x₀² and 4r·x₀·x₁ in the (0, 1) block."""
+    rng = np.random.default_rng(seed)
+    m = rng.normal(size=(n, n))
+    a = m @ m.T + n * np.eye(n)
+    c, q, r = rng.normal(size=n), rng.uniform(0.5, 2.0, n), 1.5
+
+    def f(X: np.ndarray) -> np.ndarray:
+        d = X - c
+        quartic = (q * X**4).sum(axis=1) + r * (X[:, 0] * X[:, 1]) ** 2
+        return 0.5 * np.einsum("ki,ij,kj->k", d, a, d) + quartic
+
+    def exact(x: np.ndarray) -> np.ndarray:
+        h = a + np.diag(12 * q * x**2)
+        h[0, 0] += 2 * r * x[1] ** 2
+        h[1, 1] += 2 * r * x[0] ** 2
+        h[0, 1] = h[1, 0] = h[0, 1] + 4 * r * x[0] * x[1]
+        return h
+
+    return f, exact
+
+
+def test_hessian_against_the_analytic_one_in_one_call_of_1_2n_n_n_1_points() -> None:
+    """Error budget (h = 2e-4): truncation 2·q·h² <= 1.6e-7 and rounding eps·|f|/h² ≈ 4e-7
+    per function value (|f| ≈ 76 here), a few values per entry; entries up to ~36."""
+    f, exact = quadratic_plus_quartic()
+    calls = []
+
+    def totals(X: np.ndarray) -> np.ndarray:
+        calls.append(X.shape)
+        return f(X)
+
+    x = 0.5 * np.random.default_rng(8).normal(size=7)
+    np.testing.assert_allclose(hessian(totals, x), exact(x), rtol=0, atol=5e-6)
+    assert calls == [(1 + 2 * 7 + 7 * 6, 7)]
+
+
+def test_hessian_error_terms_are_those_of_the_taylor_expansion() -> None:
+    """At (1, 1) with h = 0.01, by hand: x⁴ gives ((1+h)⁴ − 2 + (1−h)⁴)/h² = 12 + 2h², and
+    x²y² gives H_xx = H_yy = 2 exactly and H_xy = ((1+h)⁴ + (1−h)⁴ − 2 − 2h² − 2h²)/(2h²)
+    = 4 + h²."""
+    h = 0.01
+    quartic = hessian(lambda X: X[:, 0] ** 4, np.ones(2), step=h)
+    np.testing.assert_allclose(quartic, [[12 + 2 * h**2, 0.0], [0.0, 0.0]], rtol=1e-9, atol=1e-9)
+    cross = hessian(lambda X: (X[:, 0] * X[:, 1]) ** 2, np.ones(2), step=h)
+    np.testing.assert_allclose(cross, [[2.0, 4 + h**2], [4 + h**2, 2.0]], rtol=1e-9)
