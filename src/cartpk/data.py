@@ -112,10 +112,11 @@ def flags(raw: dict[str, pd.Series], n: int) -> dict[str, np.ndarray]:
     return out
 
 
-def analyte_column(raw: dict[str, pd.Series], n: int, default: str) -> pd.Series:
-    """ANALYTE as stripped text: the column, or ``default`` on every row when absent."""
+def analyte_column(raw: dict[str, pd.Series], n: int, default: str) -> pd.Series | np.ndarray:
+    """ANALYTE as stripped text: the column, or ``default`` on every row when absent (then
+    an object array, to which the frame gives pandas' text dtype)."""
     if "ANALYTE" not in raw and isinstance(default, str):
-        return pd.Series([default.strip()] * n, dtype=str)
+        return np.full(n, default.strip(), dtype=object)
     column = raw["ANALYTE"] if "ANALYTE" in raw else pd.Series([default] * n)
     return column.astype(str).str.strip()
 
@@ -136,7 +137,7 @@ def check_censoring(c: dict[str, np.ndarray], has_lloq: bool) -> None:
     fail(c["LLOQ"] < 0, "LLOQ", "negative LLOQ")
 
 
-def check_observations(c: dict[str, np.ndarray], ids: pd.Series, analyte: pd.Series) -> None:
+def check_observations(c: dict[str, np.ndarray], ids: pd.Series, analyte: np.ndarray) -> None:
     """DV present (censored rows without DV take the LLOQ) and non-negative on observation
     rows; no two observations of the same ID, TIME and ANALYTE."""
     obs = (c["EVID"] == 0) & (c["MDV"] == 0)
@@ -145,7 +146,7 @@ def check_observations(c: dict[str, np.ndarray], ids: pd.Series, analyte: pd.Ser
     fail(obs & np.isnan(c["DV"]), "DV", "missing DV on an observation row (MDV=0)")
     fail(obs & (c["DV"] < 0), "DV", "negative value: concentrations must be >= 0")
     dup = np.zeros(obs.size, dtype=bool)
-    dup[obs] = duplicated(ids.to_numpy()[obs], c["TIME"][obs], analyte.to_numpy()[obs])
+    dup[obs] = duplicated(ids.to_numpy()[obs], c["TIME"][obs], analyte[obs])
     fail(dup, "TIME", "duplicate observation of the same ID, TIME and ANALYTE")
 
 
@@ -171,8 +172,10 @@ def sort_order(ids: pd.Series, time: np.ndarray) -> np.ndarray:
     return np.lexsort((time, key))
 
 
-def taken(column: pd.Series, order: np.ndarray) -> np.ndarray | pd.Series:
-    """A user's column (ID, a covariate) in ``order``, keeping its dtype."""
+def taken(column: pd.Series | np.ndarray, order: np.ndarray) -> np.ndarray | pd.Series:
+    """A column in ``order``, a Series (ID, a covariate, ANALYTE) keeping its dtype."""
+    if isinstance(column, np.ndarray):
+        return column[order]
     if isinstance(column.dtype, np.dtype) and column.dtype.kind != "O":
         return column.to_numpy()[order]
     return pd.Series(column.array.take(order), dtype=column.dtype)
@@ -202,11 +205,17 @@ class Dataset:
         ids: subject IDs in order of appearance after sorting.
         analytes: the analytes observed.
         covariates: covariate column names.
+
+    ``arrays`` (optional) holds numpy copies of some of the frame's columns, as
+    ``frame[name].to_numpy()`` would give them: :meth:`column` serves them from its cache.
     """
 
-    def __init__(self, frame: pd.DataFrame) -> None:
+    def __init__(self, frame: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None) -> None:
         self.frame = frame
         self._columns: dict[str, np.ndarray] = {}
+        for name, values in (arrays or {}).items():
+            self._columns[name] = values.view()
+            self._columns[name].flags.writeable = False
         self.ids = pd.unique(frame["ID"])
         observed = self.column("ANALYTE")[self.column("EVID") == 0]
         self.analytes = tuple(str(a) for a in pd.unique(observed))
@@ -219,8 +228,8 @@ class Dataset:
         )
 
     def column(self, name: str) -> np.ndarray:
-        """Column ``name`` of :attr:`frame` as a numpy array, cached (the frame is read-only:
-        a Dataset is never changed after reading)."""
+        """Column ``name`` of :attr:`frame` as a read-only numpy array, cached (a Dataset is
+        never changed after reading; ``arrays`` given to the constructor fill the cache)."""
         if name not in self._columns:
             self._columns[name] = self.frame[name].to_numpy()
         return self._columns[name]
@@ -297,15 +306,17 @@ def read_dataset(
     checked.update(flags(raw, n))
     analyte = analyte_column(raw, n, default_analyte)
     check_censoring(checked, has_lloq)
-    check_observations(checked, raw["ID"], analyte)
+    check_observations(checked, raw["ID"], np.asarray(analyte))
     check_doses(checked)
     checked["ROW"] = np.arange(1, n + 1)
     order = sort_order(raw["ID"], checked["TIME"])
     columns = {c: checked[c][order] for c in checked}
     columns["ANALYTE"] = taken(analyte, order)
+    columns["ID"] = taken(raw["ID"], order)
+    arrays = {c: np.asarray(v) for c, v in columns.items()}
     columns.update({c: taken(raw[c], order) for c in names if c not in columns})
     ordered = [*names, *(c for c in ADDED if c not in names)]
-    return Dataset(pd.DataFrame({c: columns[c] for c in ordered}))
+    return Dataset(pd.DataFrame({c: columns[c] for c in ordered}), arrays)
 
 
 def as_dataset(obj: Dataset | pd.DataFrame | str | PathLike[str]) -> Dataset:
