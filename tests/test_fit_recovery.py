@@ -22,7 +22,7 @@ from scipy.stats import t as student_t
 from test_fit import DAYS
 from test_fit import stein as closed_form
 
-from cartpk.fit import fit
+from cartpk.fit import FitWarning, fit
 from cartpk.model import Model
 
 KINETIC = ["C0", "rho", "tmax", "Fb", "alpha", "beta"]
@@ -370,3 +370,22 @@ def test_the_same_prior_barely_moves_a_well_determined_estimate(
             assert abs(np.expm1(shift[sd])) < 0.01
         weight = se**2 / (se**2 + 0.25**2)
         assert shift[0.25] == pytest.approx(weight * (np.log(20.0) - x_ml), rel=0.1)
+
+
+def test_a_single_start_in_a_local_optimum_is_flagged(stein: Model) -> None:
+    """Censored data set 8 from the default starts: one start ends in the local optimum with
+    C0 near 0 (its OFV is ~15 units above the closed-form M3 optimum reached from the truth)
+    and the fit says a local optimum is possible; three starts find the optimum and say how
+    many starts reached it."""
+    data = censor(simulate(CENSORED_TRUTH, 8, CENSORED_SD), CENSORED_LLOQ)
+    best = quiet_fit(stein, data, params=dict(CENSORED_TRUTH))
+    with pytest.warns(FitWarning, match="local optimum: refit with n_starts"):
+        single = fit(stein, data)
+    assert single.ofv > best.ofv + 5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FitWarning)
+        several = fit(stein, data, n_starts=3, seed=1)
+    assert several.ofv == pytest.approx(best.ofv, abs=1e-4)
+    said = [str(w.message) for w in caught if "starts reached the best" in str(w.message)]
+    assert len(said) == (several.n_at_best < 3)
+    assert all(f"{several.n_at_best} of 3 starts" in m for m in said)

@@ -447,9 +447,26 @@ def summarise(
     table = result.table()
     for row in table[table["rse_pct"] > 100].itertuples():
         notes.append(f"{row.parameter} is poorly determined (RSE {row.rse_pct:.0f} %)")
+    notes += local_optimum_notes(notes, n_starts, reached)
     for note in notes:
         warnings.warn(f"ID {subject}: {note}", FitWarning, stacklevel=3)
     return result
+
+
+def local_optimum_notes(notes: list[str], n_starts: int, reached: int) -> list[str]:
+    """Say when the optimum found may be local: other starts did better or none were tried
+    and the estimates look ill-determined (which a local optimum often does)."""
+    if n_starts > 1 and reached < n_starts:
+        return [
+            f"{reached} of {n_starts} starts reached the best objective: the others ended in "
+            "local optima; try more starts (n_starts) if few reached it"
+        ]
+    if n_starts == 1 and notes:
+        return [
+            "with a single start, poorly determined or correlated estimates can also mean a "
+            "local optimum: refit with n_starts=5 to check"
+        ]
+    return []
 
 
 def observation_frame(obs: ObservationArrays) -> pd.DataFrame:
