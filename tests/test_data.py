@@ -222,3 +222,13 @@ def test_rows_are_counted_by_position_whatever_the_index() -> None:
     frame.index = [7, 7, 3, 3, 0, 0]
     with pytest.raises(DataError, match=r"column DV: negative value.* \(row 3\)$"):
         read_dataset(frame)
+
+
+def test_columns_are_read_only_arrays_of_the_frame() -> None:
+    frame = table(WT=[70, 70, 70, 80, 80, 80], SEX=["F", "F", "F", "M", "M", "M"])
+    ds = read_dataset(frame.iloc[::-1])
+    for name in ds.frame.columns:
+        values = ds.column(name)
+        np.testing.assert_array_equal(values, ds.frame[name].to_numpy())
+        with pytest.raises(ValueError, match="read-only"):
+            values[0] = values[1]

@@ -214,8 +214,7 @@ class Dataset:
         self.frame = frame
         self._columns: dict[str, np.ndarray] = {}
         for name, values in (arrays or {}).items():
-            self._columns[name] = values.view()
-            self._columns[name].flags.writeable = False
+            self._cache(name, values)
         self.ids = pd.unique(frame["ID"])
         observed = self.column("ANALYTE")[self.column("EVID") == 0]
         self.analytes = tuple(str(a) for a in pd.unique(observed))
@@ -231,8 +230,14 @@ class Dataset:
         """Column ``name`` of :attr:`frame` as a read-only numpy array, cached (a Dataset is
         never changed after reading; ``arrays`` given to the constructor fill the cache)."""
         if name not in self._columns:
-            self._columns[name] = self.frame[name].to_numpy()
+            self._cache(name, self.frame[name].to_numpy())
         return self._columns[name]
+
+    def _cache(self, name: str, values: np.ndarray) -> None:
+        """Keep a read-only view of ``values`` as column ``name``."""
+        view = values.view()
+        view.flags.writeable = False
+        self._columns[name] = view
 
     def observed(self, analyte: str | None = None) -> np.ndarray:
         """Boolean array over :attr:`frame` rows: observations (EVID 0, MDV 0), of one
