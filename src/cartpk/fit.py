@@ -403,9 +403,10 @@ def summarise(
         full[:, varied] = V
         return problem.totals(full)
 
-    covariance, notes = None, []
+    covariance, identifiability = None, []
     if standard_errors and varied:
-        covariance, notes = covariance_from(hessian(totals_at, x[varied]), names)
+        covariance, identifiability = covariance_from(hessian(totals_at, x[varied]), names)
+    notes = list(identifiability)
     m2ll, penalty = problem.objective(x)
     model = problem.model
     estimates = dict(zip(model.param_names, problem.natural(x), strict=False))
@@ -445,15 +446,18 @@ def summarise(
         method=next(k for k, v in METHODS.items() if v == int(problem.solver[0])),
     )
     table = result.table()
-    for row in table[table["rse_pct"] > 100].itertuples():
-        notes.append(f"{row.parameter} is poorly determined (RSE {row.rse_pct:.0f} %)")
-    notes += local_optimum_notes(notes, n_starts, reached)
+    poor = [
+        f"{row.parameter} is poorly determined (RSE {row.rse_pct:.0f} %)"
+        for row in table[table["rse_pct"] > 100].itertuples()
+    ]
+    notes += poor
+    notes += local_optimum_notes(bool(identifiability or poor), n_starts, reached)
     for note in notes:
         warnings.warn(f"ID {subject}: {note}", FitWarning, stacklevel=3)
     return result
 
 
-def local_optimum_notes(notes: list[str], n_starts: int, reached: int) -> list[str]:
+def local_optimum_notes(ill_determined: bool, n_starts: int, reached: int) -> list[str]:
     """Say when the optimum found may be local: other starts did better or none were tried
     and the estimates look ill-determined (which a local optimum often does)."""
     if n_starts > 1 and reached < n_starts:
@@ -461,7 +465,7 @@ def local_optimum_notes(notes: list[str], n_starts: int, reached: int) -> list[s
             f"{reached} of {n_starts} starts reached the best objective: the others ended in "
             "local optima; try more starts (n_starts) if few reached it"
         ]
-    if n_starts == 1 and notes:
+    if n_starts == 1 and ill_determined:
         return [
             "with a single start, poorly determined or correlated estimates can also mean a "
             "local optimum: refit with n_starts=5 to check"
