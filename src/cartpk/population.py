@@ -363,10 +363,16 @@ class Saem:
         fading = (PSEUDO_END**2 / np.maximum(self.pseudo0, PSEUDO_END**2)) ** (k / self.n_explore)
         return self.omega + np.diag(self.pseudo0 * fading)
 
+    def moving(self, k: int) -> np.ndarray:
+        """Parameters the MCMC and the M-step move at iteration k: every estimated one during
+        exploration (those without random effect through their pseudo-variance), then the
+        random ones."""
+        return self.active if k < self.n_explore else self.is_random
+
     def simulate(self, k: int) -> None:
         """Metropolis–Hastings moves of every subject's eta (numba, parallel)."""
         omega = self.omega_for_mcmc(k)
-        active = np.flatnonzero(self.active if k < self.n_explore else self.is_random)
+        active = np.flatnonzero(self.moving(k))
         if active.size == 0:
             return
         sub = omega[np.ix_(active, active)]
@@ -403,8 +409,7 @@ class Saem:
     def maximise(self, k: int, gamma: float) -> None:
         d = self.d
         coefficients = {c.label: t for c, t in zip(d.columns, self.theta, strict=True)}
-        moving = self.active if k < self.n_explore else self.is_random
-        for j in np.flatnonzero(moving):
+        for j in np.flatnonzero(self.moving(k)):
             name = d.model.param_names[j]
             cols = [c for c in d.columns if c.parameter == name]
             X = np.column_stack([np.ones(d.n), *[c.values for c in cols]])
@@ -428,18 +433,20 @@ class Saem:
 
     def fixed_vector(self) -> tuple[np.ndarray, list[int], list[int]]:
         """Typical values and covariate coefficients of parameters without random effect."""
-        fixed = [j for j in np.flatnonzero(self.active & ~self.is_random)]
+        fixed = list(np.flatnonzero(self.active & ~self.is_random))
         names = [self.d.model.param_names[j] for j in fixed]
         cols = [k for k, c in enumerate(self.d.columns) if c.parameter in names]
         return np.concatenate([self.mu[fixed], self.theta[cols]]), fixed, cols
 
-    def optimise_fixed(self, k: int, gamma: float) -> None:
+    def optimise_fixed(self, k: int, gamma: float) -> bool:
         """Smoothing phase: maximise the data likelihood over the parameters without random
-        effect, at the current random effects (Nelder–Mead on the summed −2LL, the numba
-        kernel evaluating all subjects), then average stochastically (step 1 at the start)."""
+        effect, at the current random effects (their pseudo-random effects are dropped;
+        Nelder–Mead on the summed −2LL, the numba kernel evaluating all subjects), then
+        average stochastically (step 1 at the start). False when there are none."""
         start, fixed, cols = self.fixed_vector()
         if not fixed:
-            return
+            return False
+        self.eta[:, fixed] = 0.0
         mu, theta = self.mu.copy(), self.theta.copy()
         scratch = np.empty_like(self.pred)
         m2ll = np.empty(self.d.n)
@@ -469,6 +476,7 @@ class Saem:
         step = 1.0 if first else gamma
         best = start + step * (found.x - start)
         self.mu[fixed], self.theta[cols] = best[: len(fixed)], best[len(fixed) :]
+        return True
 
     def update_error(self, k: int, gamma: float) -> None:
         """Residual error parameters: maximise the data likelihood at the current fit."""
@@ -503,12 +511,10 @@ class Saem:
             phi = self.d.mean(self.mu, self.theta) + self.eta
             self.maximise(k, gamma)
             self.eta = phi - self.d.mean(self.mu, self.theta)
-            if k < self.n_explore:
-                self.rescore()
-            else:
-                self.eta[:, self.active & ~self.is_random] = 0.0
-                self.optimise_fixed(k, gamma)
+            if k >= self.n_explore and self.optimise_fixed(k, gamma):
                 self.evaluate()
+            else:
+                self.rescore()
             self.history.append(self.snapshot())
         bar.close()
 
