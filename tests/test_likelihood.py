@@ -172,6 +172,7 @@ def test_pack_observations_by_hand() -> None:
     [
         (pack_model(outputs=("CART",)), ["B"], r"ANALYTE: the model has no output for VEGF"),
         (pack_model(), ["A", "C", "D"], r"IDs \['D'\]: no observations at TIME >= 0"),
+        (pack_model(), ["A", "B", "A"], r"IDs \['A'\] listed twice"),
         (
             pack_model(dose_state=None),
             ["B", "A"],

@@ -115,10 +115,9 @@ def flags(raw: dict[str, pd.Series], n: int) -> dict[str, np.ndarray]:
 def analyte_column(raw: dict[str, pd.Series], n: int, default: str) -> pd.Series | np.ndarray:
     """ANALYTE as stripped text: the column, or ``default`` on every row when absent (then
     an object array, to which the frame gives pandas' text dtype)."""
-    if "ANALYTE" not in raw and isinstance(default, str):
-        return np.full(n, default.strip(), dtype=object)
-    column = raw["ANALYTE"] if "ANALYTE" in raw else pd.Series([default] * n)
-    return column.astype(str).str.strip()
+    if "ANALYTE" not in raw:
+        return np.full(n, str(default).strip(), dtype=object)
+    return raw["ANALYTE"].astype(str).str.strip()
 
 
 def check_censoring(c: dict[str, np.ndarray], has_lloq: bool) -> None:

@@ -115,10 +115,10 @@ def pack_observations(ds: Dataset, model: Model, ids: Sequence[Any]) -> Observat
     ds.require_analytes(model.outputs)
     subjects = Subjects(ds, ids)
     time = ds.column("TIME")
-    mine = ds.observed() & (subjects.row_position >= 0)
+    mine = ds.observed() & (subjects.code >= 0)
     early = int(np.count_nonzero(mine & (time < 0)))
     rows = np.flatnonzero(mine & (time >= 0))
-    position = subjects.row_position[rows]
+    position = subjects.code[rows]
     rows = rows[np.lexsort((time[rows], position))]
     counts = np.bincount(position, minlength=len(ids))
     empty = [ids[k] for k in np.flatnonzero(counts == 0)]
@@ -145,56 +145,44 @@ def pack_observations(ds: Dataset, model: Model, ids: Sequence[Any]) -> Observat
 
 
 class Subjects:
-    """Where the subjects ``ids`` (in that order) are in a dataset's rows.
+    """Where the subjects ``ids`` (in that order, each once) are in a dataset's rows.
 
     Attributes:
-        ids: the subjects, as a list; n: how many distinct ones.
-        code: per data row, the index of its subject among the distinct ``ids`` (-1 for
-            rows of other subjects).
-        at: per position in ``ids``, the index of that subject among the distinct ids.
-        row_position: per data row, its subject's position in ``ids`` (the last position
-            of an ID listed twice; -1 for other subjects).
+        ids: the subjects, as a list.
+        code: per data row, its subject's position in ``ids`` (-1 for other subjects).
     """
 
     def __init__(self, ds: Dataset, ids: Sequence[Any]) -> None:
         self.ids = list(ids)
-        distinct = pd.Index(self.ids).unique()
-        self.n = len(distinct)
-        self.code = distinct.get_indexer(ds.column("ID"))
-        self.at = distinct.get_indexer(pd.Index(self.ids))
-        # last[c]: the last position of distinct id c; the extra last[-1] = -1 serves code -1
-        last = np.full(self.n + 1, -1)
-        np.maximum.at(last, self.at, np.arange(len(self.ids)))
-        self.row_position = last[self.code]
+        index = pd.Index(self.ids)
+        if index.has_duplicates:
+            raise DataError(f"IDs {list(index[index.duplicated()].unique()[:10])} listed twice")
+        self.code = index.get_indexer(ds.column("ID"))
 
     def first_values(self, values: np.ndarray) -> np.ndarray:
-        """Per position in ``ids``: the first non-missing entry of ``values`` (one per data
-        row) among that subject's rows, as float (NaN if none)."""
+        """Per subject: the first non-missing entry of ``values`` (one per data row) among
+        its rows, as float (NaN if none)."""
         rows = np.flatnonzero((self.code >= 0) & pd.notna(values))
         found, first = np.unique(self.code[rows], return_index=True)
-        out = np.full(self.n, np.nan)
+        out = np.full(len(self.ids), np.nan)
         out[found] = values[rows[first]].astype(np.float64)
-        return out[self.at]
+        return out
 
     def sums(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Per position in ``ids``: the sum of ``values`` over that subject's ``rows``
-        (boolean over data rows), NaN where the subject has none of them."""
+        """Per subject: the sum of ``values`` over its ``rows`` (boolean over data rows),
+        NaN where the subject has none of them."""
         rows = rows & (self.code >= 0)
-        total = np.bincount(self.code[rows], weights=values[rows], minlength=self.n)
-        count = np.bincount(self.code[rows], minlength=self.n)
-        return np.where(count > 0, total, np.nan)[self.at]
+        total = np.bincount(self.code[rows], weights=values[rows], minlength=len(self.ids))
+        count = np.bincount(self.code[rows], minlength=len(self.ids))
+        return np.where(count > 0, total, np.nan)
 
     def ragged(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The data rows selected by ``rows`` (boolean) grouped by position in ``ids``
-        (each group in data order; an ID listed twice gets its rows twice), and offsets."""
+        """The data rows selected by ``rows`` (boolean) grouped by subject (each group in
+        data order), and the groups' offsets."""
         selected = np.flatnonzero(rows & (self.code >= 0))
-        code = self.code[selected]
-        selected = selected[np.argsort(code, kind="stable")]
-        per_code = np.bincount(code, minlength=self.n)
-        start = np.concatenate([[0], np.cumsum(per_code)])[self.at]
-        counts = per_code[self.at]
-        off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return selected[np.repeat(start - off[:-1], counts) + np.arange(off[-1])], off
+        selected = selected[np.argsort(self.code[selected], kind="stable")]
+        counts = np.bincount(self.code[selected], minlength=len(self.ids))
+        return selected, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
 def subject_covariate_matrix(ds: Dataset, model: Model, subjects: Subjects) -> np.ndarray:
