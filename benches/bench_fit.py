@@ -28,17 +28,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 
 import lmfit
 import numpy as np
 import pandas as pd
-from scipy.integrate import solve_ivp
+from fresh_process import first_call_seconds
 from scipy.optimize import minimize
+from stein_scipy import stein_level
 
 import cartpk
 from cartpk.model import Model, load_model
@@ -75,30 +74,6 @@ def dataset(seed: int) -> pd.DataFrame:
 # --------------------------------------------------------------------------- reference fit
 
 
-def stein_rhs(p: dict, after_tmax: bool):
-    """ck_stein right-hand side (states E, M), one side of tmax."""
-
-    def rhs(t, y):
-        e, m = y
-        if after_tmax:
-            return [-p["alpha"] * e, p["Fb"] * (p["alpha"] - p["beta"]) * e - p["beta"] * m]
-        return [p["rho"] * e, 0.0]
-
-    return rhs
-
-
-def reference_predict(p: dict, method: str) -> np.ndarray:
-    """CART = E + M at DAYS by solve_ivp, integrated in two pieces split at tmax."""
-    tmax = p["tmax"]
-    before, after = DAYS[DAYS < tmax], DAYS[DAYS >= tmax]
-    opts = {"method": method, "rtol": RTOL, "atol": ATOL}
-    y0 = [p["C0"], 0.0]
-    first = solve_ivp(stein_rhs(p, False), (0.0, tmax), y0, t_eval=[*before, tmax], **opts)
-    second = solve_ivp(stein_rhs(p, True), (tmax, DAYS[-1]), first.y[:, -1], t_eval=after, **opts)
-    y = np.hstack([first.y[:, :-1], second.y])
-    return y[0] + y[1]
-
-
 def natural(model: Model, values: dict) -> dict:
     """Kinetic parameters and sigma on the natural scale from estimation-scale values."""
     out = {"sigma": float(np.exp(values["sigma"]))}
@@ -116,8 +91,8 @@ def reference_m2ll(model: Model, values: dict, log_dv: np.ndarray, method: str) 
     p = natural(model, values)
     if np.log(p["C0"]) + p["rho"] * p["tmax"] > LOG_PEAK_LIMIT:
         return FAILED
-    pred = reference_predict(p, method)
-    if not np.all(pred > 0):
+    pred = stein_level(p, p["C0"], DAYS, method, RTOL, ATOL)
+    if pred is None or not np.all(pred > 0):
         return FAILED
     z = (log_dv - np.log(pred)) / p["sigma"]
     return float(np.sum(z**2 + 2 * np.log(p["sigma"]) + LOG_2PI))
@@ -201,16 +176,6 @@ def median_time(repeats: int, function, *args) -> tuple[float, object]:
     return float(np.median(times)), result
 
 
-def first_call_in_fresh_process(cache_dir: str | None) -> float:
-    """Seconds of load_model + the first fit in a new interpreter (cache dir if given)."""
-    env = dict(os.environ)
-    if cache_dir is not None:
-        env["CARTPK_CACHE_DIR"] = cache_dir
-    args = [sys.executable, __file__, "--first-call"]
-    result = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
-
-
 def first_call() -> None:
     start = time.perf_counter()
     cartpk_fit(load_model("ck_stein"), dataset(1))
@@ -257,9 +222,8 @@ def main() -> None:
     if args.first_call:
         first_call()
         return
-    with tempfile.TemporaryDirectory() as empty_cache:
-        cold = first_call_in_fresh_process(empty_cache)
-    warm = first_call_in_fresh_process(None)
+    cold = first_call_seconds(__file__, [], "CARTPK_CACHE_DIR", empty=True)
+    warm = first_call_seconds(__file__, [], "CARTPK_CACHE_DIR", empty=False)
     model = load_model("ck_stein")
     cartpk_fit(model, dataset(1))
     rows = []

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numba
 import numpy as np
 import pandas as pd
+from fresh_process import first_call_seconds
 
 from cartpk.data import as_dataset
 from cartpk.nca import nca
@@ -170,16 +169,6 @@ def best_of(repeats: int, function, *args) -> float:
     return min(times)
 
 
-def first_call_in_fresh_process(n_subjects: int, seed: int, cache_dir: str | None) -> float:
-    """Time of the first nca() call in a new interpreter (cache_dir: empty numba cache)."""
-    env = dict(os.environ)
-    if cache_dir is not None:
-        env["NUMBA_CACHE_DIR"] = cache_dir
-    args = [sys.executable, __file__, "--first-call", f"--subjects={n_subjects}", f"--seed={seed}"]
-    result = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
-
-
 def check_agreement(table: pd.DataFrame, expected: pd.DataFrame, n_sample: int, seed: int) -> int:
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(table), size=min(n_sample, len(table)), replace=False)
@@ -202,9 +191,9 @@ def main() -> None:
         nca(frame)
         print(time.perf_counter() - start)
         return
-    with tempfile.TemporaryDirectory() as empty_cache:
-        cold = first_call_in_fresh_process(args.subjects, args.seed, empty_cache)
-    warm = first_call_in_fresh_process(args.subjects, args.seed, None)
+    call = [f"--subjects={args.subjects}", f"--seed={args.seed}"]
+    cold = first_call_seconds(__file__, call, "NUMBA_CACHE_DIR", empty=True)
+    warm = first_call_seconds(__file__, call, "NUMBA_CACHE_DIR", empty=False)
     dataset = as_dataset(frame)
     steady = best_of(args.repeats, nca, frame)
     steady_ds = best_of(args.repeats, nca, dataset)

@@ -30,16 +30,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numba
 import numpy as np
-from scipy.integrate import solve_ivp
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_ndtr
 
@@ -50,7 +47,9 @@ from cartpk.population import PSEUDO_END, Saem, build_design, fit_population
 from cartpk.solve import method_code
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fresh_process import first_call_seconds  # noqa: E402
 from simest_popfit import DAYS, simulate_trial, source_version  # noqa: E402
+from stein_scipy import stein_level  # noqa: E402
 
 RTOL, ATOL = 1e-6, 1e-9
 N_ITER = (300, 150)
@@ -74,37 +73,6 @@ def estimation(values: dict[str, float]) -> np.ndarray:
     phi = np.log([values[n] for n in NAMES])
     phi[3] = np.log(values["Fb"] / (1 - values["Fb"]))
     return phi
-
-
-def stein_rhs(p: dict[str, float], after_tmax: bool):
-    """ck_stein (DESIGN.md) on one side of tmax: states E (effector), M (memory)."""
-
-    def rhs(t, y):
-        E, M = y
-        if after_tmax:
-            return [-p["alpha"] * E, p["Fb"] * (p["alpha"] - p["beta"]) * E - p["beta"] * M]
-        return [p["rho"] * E, 0.0]
-
-    return rhs
-
-
-def solve_subject(p: dict[str, float], dose: float, times: np.ndarray, method: str):
-    """CAR-T level at ``times`` by solve_ivp, split at tmax; None if the solve fails."""
-    tmax = p["tmax"]
-    before, after = times[times < tmax], times[times >= tmax]
-    opts = {"method": method, "rtol": RTOL, "atol": ATOL}
-    y0 = [p["C0"] * dose / 1e6, 0.0]
-    first = solve_ivp(stein_rhs(p, False), (0.0, tmax), y0, t_eval=[*before, tmax], **opts)
-    if not first.success:
-        return None
-    if after.size == 0:
-        return first.y[0, :-1] + first.y[1, :-1]
-    end = max(after[-1], tmax)
-    second = solve_ivp(stein_rhs(p, True), (tmax, end), first.y[:, -1], t_eval=after, **opts)
-    if not second.success:
-        return None
-    y = np.hstack([first.y[:, :-1], second.y])
-    return y[0] + y[1]
 
 
 def point_m2ll(dv, cens, lloq, f, sigma) -> np.ndarray:
@@ -153,7 +121,8 @@ class PythonSaem:
 
     def subject_m2ll(self, i: int, phi: np.ndarray) -> tuple[float, np.ndarray | None]:
         s = self.subjects[i]
-        f = solve_subject(natural(phi), s["dose"], s["t"], self.method)
+        p = natural(phi)
+        f = stein_level(p, p["C0"] * s["dose"] / 1e6, s["t"], self.method, RTOL, ATOL)
         if f is None or np.any(f <= 0) or not np.all(np.isfinite(f)):
             return np.inf, None
         return float(point_m2ll(s["dv"], s["cens"], s["lloq"], f, self.sigma).sum()), f
@@ -343,16 +312,6 @@ def time_python(model, data, seed: int, iters: int, method: str) -> tuple[float,
     return per_phase[0], per_phase[1], m2ll0
 
 
-def first_call_in_fresh_process(subjects: int, seed: int) -> float:
-    """The first fit_population in a new interpreter with an empty compiled-model cache."""
-    with tempfile.TemporaryDirectory() as empty_cache:
-        env = dict(os.environ, CARTPK_CACHE_DIR=empty_cache)
-        args = [sys.executable, __file__, "--first-call", f"--subjects={subjects}"]
-        args.append(f"--seed={seed}")
-        result = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=100)
@@ -366,7 +325,8 @@ def main() -> None:
         print(time_cartpk_fit(data, args.seed)[0])
         return
     model = load_model("ck_stein")
-    cold = first_call_in_fresh_process(args.subjects, args.seed)
+    call = [f"--subjects={args.subjects}", f"--seed={args.seed}"]
+    cold = first_call_seconds(__file__, call, "CARTPK_CACHE_DIR", empty=True)
     full, fit = time_cartpk_fit(data, args.seed)
     saem = time_cartpk_saem(model, data, args.seed)
     explore, smooth, py_m2ll = time_python(model, data, args.seed, args.py_iters, args.py_method)

@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numba
 import numpy as np
+from fresh_process import first_call_seconds
 from scipy.integrate import solve_ivp
+from stein_scipy import stein_rhs
 
 from cartpk.model import Model, load_model
 from cartpk.scenarios import scenarios
@@ -51,16 +51,6 @@ GRID = np.linspace(0.0, 28.0, 2801)
 
 def run_cartpk(model: Model | str, n: int, seed: int):
     return scenarios(model, doses=DOSES, n=n, seed=seed, omega=OMEGA, rtol=RTOL, atol=ATOL)
-
-
-def stein_rhs(p: dict, after_tmax: bool):
-    def rhs(t, y):
-        E, M = y
-        if after_tmax:
-            return [-p["alpha"] * E, p["Fb"] * (p["alpha"] - p["beta"]) * E - p["beta"] * M]
-        return [p["rho"] * E, 0.0]
-
-    return rhs
 
 
 def scipy_patient(p: dict) -> tuple[float, float, float]:
@@ -123,16 +113,6 @@ def best_of(repeats: int, function, *args) -> float:
     return min(times)
 
 
-def first_call_in_fresh_process(model_name: str, n: int, seed: int, empty_cache: bool) -> float:
-    """First scenarios() call in a new interpreter, with an empty or the usual model cache."""
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, CARTPK_CACHE_DIR=cache) if empty_cache else dict(os.environ)
-        args = [sys.executable, __file__, "--first-call", model_name, f"--patients={n}"]
-        args.append(f"--seed={seed}")
-        result = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=1_000)
@@ -147,8 +127,9 @@ def main() -> None:
         print(time.perf_counter() - start)
         return
     stein, vegf_model = load_model("ck_stein"), load_model("ck_vegf")
-    cold = first_call_in_fresh_process("ck_stein", args.patients, args.seed, empty_cache=True)
-    warm = first_call_in_fresh_process("ck_stein", args.patients, args.seed, empty_cache=False)
+    call = ["ck_stein", f"--patients={args.patients}", f"--seed={args.seed}"]
+    cold = first_call_seconds(__file__, call, "CARTPK_CACHE_DIR", empty=True)
+    warm = first_call_seconds(__file__, call, "CARTPK_CACHE_DIR", empty=False)
     result = run_cartpk(stein, args.patients, args.seed)  # compiles or loads the kernels
     steady = best_of(args.repeats, run_cartpk, stein, args.patients, args.seed)
     per_dose = min(args.scipy_patients, args.patients)

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numba
 import numpy as np
+from fresh_process import first_call_seconds
 from scipy.integrate import solve_ivp
 
 from cartpk.model import Model, load_model
@@ -111,15 +110,6 @@ def timed(function, *args) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def first_call_in_fresh_process(n: int, seed: int) -> float:
-    """First solve_batch call in a new interpreter with an empty compiled-model cache."""
-    with tempfile.TemporaryDirectory() as empty_cache:
-        env = dict(os.environ, CARTPK_CACHE_DIR=empty_cache)
-        args = [sys.executable, __file__, "--first-call", f"--subjects={n}", f"--seed={seed}"]
-        result = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
-
-
 def max_rel(values: np.ndarray, reference: np.ndarray) -> float:
     return float(np.max(np.abs(values / reference - 1.0)))
 
@@ -147,7 +137,8 @@ def main() -> None:
     ours = run_cartpk(model, sub_p, sub_d)
     rows = []
     for n in args.subjects:
-        cold = first_call_in_fresh_process(n, args.seed)
+        call = [f"--subjects={n}", f"--seed={args.seed}"]
+        cold = first_call_seconds(__file__, call, "CARTPK_CACHE_DIR", empty=True)
         steady = best_of(args.repeats, run_cartpk, model, params[:n], dose[:n])
         scale = n / n_scipy
         lsoda, rk45 = (loops[m][0] * scale for m in ("LSODA", "RK45"))
