@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import ModelError
 from .expr import FUNCTIONS, Expression, parse_expression
+from .parameter_sets import correlation_pairs, load_parameter_set
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,6 +55,7 @@ SECTIONS = {
     "outputs": ("expression", "unit", "description"),
     "breakpoints": ("times",),
     "dosing": ("state", "amount"),
+    "correlations": (),
 }
 REQUIRED_SECTIONS = ("model", "states", "equations", "outputs")
 
@@ -123,6 +125,8 @@ class Model:
     breakpoints: tuple[str, ...]
     dose_state: str | None
     source_code: str
+    correlations: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
+    parameter_set: str | None = None
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -178,6 +182,49 @@ class Model:
             changed[name] = new
         return dataclasses.replace(self, parameters=changed)
 
+    def correlation_matrix(self, names: tuple[str, ...] | list[str]) -> np.ndarray | None:
+        """Correlation matrix of the random effects of ``names`` (in that order) from the
+        model's ``[correlations]``; None when no pair among them is correlated."""
+        index = {name: k for k, name in enumerate(names)}
+        c = np.eye(len(index))
+        found = False
+        for (a, b), r in self.correlations.items():
+            if a in index and b in index:
+                c[index[a], index[b]] = c[index[b], index[a]] = r
+                found = True
+        return c if found else None
+
+    def with_parameter_set(self, name_or_path: str | os.PathLike[str]) -> Model:
+        """A copy with a named parameter set's typical values, omegas and correlations.
+
+        The set replaces the value and the omega of each parameter it lists (a parameter
+        listed without an omega gets no between-subject variability) and every correlation
+        that involves one of them; other parameters keep the model file's values.
+        """
+        pset = load_parameter_set(name_or_path)
+        where = f"parameter set {pset.name!r} ({pset.path})"
+        missing = [name for name in pset.values if name not in self.parameters]
+        if missing:
+            raise ModelError(
+                f"{where} sets {', '.join(missing)}, which {self.name} does not have "
+                f"(parameters: {', '.join(self.parameters)})"
+            )
+        changed = dict(self.parameters)
+        for name, value in pset.values.items():
+            new = dataclasses.replace(changed[name], value=value, omega=pset.omega.get(name))
+            _check_parameter(new, f"{where}: {name}")
+            changed[name] = new
+        kept = {
+            pair: r
+            for pair, r in self.correlations.items()
+            if not set(pair) & set(pset.values)
+        }
+        correlations = {**kept, **pset.correlations}
+        _check_correlations(correlations, changed, where)
+        return dataclasses.replace(
+            self, parameters=changed, correlations=correlations, parameter_set=pset.name
+        )
+
     def describe(self) -> pd.DataFrame:
         """The parameter table: name, value, lower, upper, unit, scale, omega, fixed, ..."""
         import pandas as pd
@@ -192,11 +239,15 @@ def list_models() -> list[str]:
     return sorted(name[: -len(".toml")] for name in names if name.endswith(".toml"))
 
 
-def load_model(name_or_path: str | os.PathLike[str]) -> Model:
+def load_model(
+    name_or_path: str | os.PathLike[str], parameters: str | os.PathLike[str] | None = None
+) -> Model:
     """Load a built-in model by name (see :func:`list_models`) or a model file by path.
 
     A plain string without a directory separator or ``.toml`` suffix is a built-in name;
-    anything else (including every ``Path``) is a file.
+    anything else (including every ``Path``) is a file. ``parameters``: a named parameter
+    set (see :func:`cartpk.list_parameter_sets`, e.g. ``"cilta-cel"``) or the path of a
+    set file, applied with :meth:`Model.with_parameter_set`.
     """
     text = os.fspath(name_or_path)
     is_name = isinstance(name_or_path, str) and not (
@@ -213,7 +264,8 @@ def load_model(name_or_path: str | os.PathLike[str]) -> Model:
         path = Path(text)
         if not path.is_file():
             raise FileNotFoundError(f"model file {text!r} does not exist")
-    return _build(_Spec(path))
+    model = _build(_Spec(path))
+    return model if parameters is None else model.with_parameter_set(parameters)
 
 
 # --- reading and validating a model file -------------------------------------------------
@@ -246,6 +298,9 @@ class _Spec:
         self.outputs = self._outputs(raw["outputs"])
         self.breakpoints = self._breakpoints(raw.get("breakpoints", {}))
         self.dosing = self._dosing(raw.get("dosing"))
+        where = f"{self.file}: [correlations]"
+        self.correlations = correlation_pairs(raw.get("correlations", {}), where)
+        _check_correlations(self.correlations, self.parameters, where)
 
     def error(self, key: str, problem: str) -> ModelError:
         return ModelError(f"{self.file}: {key}: {problem}")
@@ -546,6 +601,38 @@ def _check_parameter(par: Parameter, where: str) -> None:
         raise ModelError(f"{where} omega: must be >= 0, got {par.omega:g}")
 
 
+def _check_correlations(
+    pairs: Mapping[tuple[str, str], float], parameters: Mapping[str, Parameter], where: str
+) -> None:
+    """Each pair names two parameters with an omega > 0 that are not fixed, |r| < 1, and
+    the correlation matrix over them is positive definite."""
+    for (a, b), r in pairs.items():
+        for name in (a, b):
+            par = parameters.get(name)
+            if par is None:
+                raise ModelError(
+                    f'{where} "{a}:{b}": {name!r} is not a parameter '
+                    f"(parameters: {', '.join(parameters)})"
+                )
+            if not par.omega or par.fixed:
+                raise ModelError(
+                    f'{where} "{a}:{b}": {name} has no between-subject variability '
+                    "(an omega > 0 and not fixed), so it cannot be correlated"
+                )
+        if not -1 < r < 1:
+            raise ModelError(f'{where} "{a}:{b}": correlation {r:g} must lie in (-1, 1)')
+    names = list(dict.fromkeys(name for pair in pairs for name in pair))
+    index = {name: k for k, name in enumerate(names)}
+    c = np.eye(len(names))
+    for (a, b), r in pairs.items():
+        c[index[a], index[b]] = c[index[b], index[a]] = r
+    if names and np.linalg.eigvalsh(c)[0] <= 1e-10:
+        raise ModelError(
+            f"{where}: the correlations of {', '.join(names)} do not form a positive "
+            "definite matrix (no joint distribution has them)"
+        )
+
+
 # --- code generation ---------------------------------------------------------------------
 
 
@@ -708,6 +795,7 @@ def _build(spec: _Spec) -> Model:
         breakpoints=tuple(expr.text for expr in spec.breakpoints),
         dose_state=spec.dosing[0] if spec.dosing else None,
         source_code=_generate(spec),
+        correlations=spec.correlations,
     )
 
 

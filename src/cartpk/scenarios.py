@@ -153,10 +153,14 @@ class Population:
         omega: Mapping[str, float] | None = None,
         correlation: np.ndarray | None = None,
     ) -> Population:
-        """The model file's typical values and omegas (or ``omega`` if given).
+        """The model file's typical values, omegas and correlations (or ``omega`` if given).
 
         Without ``omega``, parameters whose omega is None or 0, and fixed parameters, get
-        no variability. ``correlation``: over the omega names in order (default: none).
+        no variability, and the random effects are correlated as the model's
+        ``[correlations]`` (or its parameter set's) say. ``correlation``: over the omega
+        names in order (default: the model's when ``omega`` is None, else none). For a
+        named parameter set, load it first: ``from_model(load_model("ck_stein",
+        parameters="cilta-cel"))``.
         """
         model = as_model(model)
         typical = {name: par.value for name, par in model.parameters.items()}
@@ -166,6 +170,8 @@ class Population:
                 for name, par in model.parameters.items()
                 if par.omega and not par.fixed
             }
+            if correlation is None:
+                correlation = model.correlation_matrix(list(omega))
         return cls(model, typical, dict(omega), correlation)
 
     @property
