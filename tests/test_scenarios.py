@@ -20,6 +20,9 @@ from cartpk.scenarios import CovariateEffect, Population, Response, scenarios
 #: The between-subject SDs that generated data/phase1_trial.csv (data/README.md): modest
 #: variability, every virtual patient solvable with the default solver.
 PHASE1_OMEGA = {"C0": 0.5, "rho": 0.15, "tmax": 0.2, "Fb": 0.5, "alpha": 0.3, "beta": 0.3}
+#: Stein's SDs drawn independently (the model files' defaults before their correlations):
+#: peaks up to 1e21 copies/ug, a stress test for the stiff retry and failure reporting.
+HEAVY_OMEGA = {"C0": 1.75, "rho": 0.64, "tmax": 0.62, "Fb": 0.89, "alpha": 0.95, "beta": 0.93}
 STEIN = ["C0", "rho", "tmax_param", "Fb", "alpha", "beta", "dose_exp"]
 TRIAL = Path(__file__).resolve().parents[1] / "data" / "phase1_trial.csv"
 
@@ -83,30 +86,33 @@ def decay(tmp_path_factory: pytest.TempPathFactory) -> Model:
 
 
 def test_stein_exposure_matches_closed_form(stein: Model) -> None:
-    """File omegas (heavy tails): every solved patient against the closed form; patients
-    the solver could not do are kept, flagged and NaN, never dropped."""
+    """File omegas (Stein 2019, correlated): every patient solved and against the closed
+    form. Heavy tails: patients the solver could not do are kept, flagged and NaN, never
+    dropped, and counted in the summary."""
     result = scenarios(stein, doses=[1e6, 3e6], n=150, seed=3)
     table = result.patients
     assert len(table) == 300 and table["ID"].tolist() == [*range(1, 151)] * 2
     solved = table[table["status"] == 0]
-    assert len(solved) >= 270
+    assert len(solved) == 300
     for _, row in solved.iterrows():
         args = stein_row(row)
         peak_time = min(row["tmax_param"], 28.0)
         assert row["tmax"] == pytest.approx(peak_time, rel=1e-9)
         assert row["cmax"] == pytest.approx(stein_closed_form(peak_time, *args), rel=2e-6)
         assert row["auc_0_28"] == pytest.approx(stein_auc(28.0, *args), rel=2e-6)
+    heavy = scenarios(stein, doses=[1e6, 3e6], n=150, seed=3, omega=HEAVY_OMEGA)
+    table, summary = heavy.patients, heavy.summary()
     failed = table[table["status"] != 0]
+    assert len(table) == 300 and len(failed) >= 1
     assert failed["status"].isin([1, 2, 3]).all()
     assert failed[["cmax", "tmax", "auc_0_28"]].isna().all().all()
-    summary = result.summary()
     assert summary["n_failed"].sum() == len(failed)
 
 
 def test_stiff_patients_are_retried_with_rodas(vegf: Model) -> None:
     """ck_vegf's clone kill is stiff when CAR-T levels are very high: those patients are
     solved again with Rodas; their CAR-T exposure still matches the ck_stein closed form."""
-    result = scenarios(vegf, doses=[3e6], n=40, seed=5, response=False)
+    result = scenarios(vegf, doses=[3e6], n=40, seed=5, response=False, omega=HEAVY_OMEGA)
     table = result.patients
     retried = table[table["solver"] == "rodas"]
     assert len(retried) >= 1

@@ -215,9 +215,7 @@ class Model:
             _check_parameter(new, f"{where}: {name}")
             changed[name] = new
         kept = {
-            pair: r
-            for pair, r in self.correlations.items()
-            if not set(pair) & set(pset.values)
+            pair: r for pair, r in self.correlations.items() if not set(pair) & set(pset.values)
         }
         correlations = {**kept, **pset.correlations}
         _check_correlations(correlations, changed, where)
