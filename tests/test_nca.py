@@ -314,6 +314,34 @@ def test_negative_times_are_included() -> None:
     )
 
 
+def dosed(frame: pd.DataFrame, *times: float) -> pd.DataFrame:
+    """``frame`` (one subject) with dose records (EVID 1, AMT 1e6) at ``times``."""
+    frame = frame.assign(EVID=0)
+    doses = pd.DataFrame(
+        {"ID": frame["ID"].iloc[0], "TIME": list(times), "DV": np.nan, "CENS": 0, "EVID": 1,
+         "AMT": 1e6}
+    )  # fmt: skip
+    return pd.concat([doses, frame], ignore_index=True)
+
+
+def test_lambda_z_not_taken_across_a_reinfusion() -> None:
+    """PKNCA: intervals are per dose. A second infusion at day 14 restarts the expansion;
+    lambda_z comes from the points after the second peak only, and the table says so."""
+    times = [0, 2, 5, 8, 11, 14, 16, 19, 22, 25, 28]
+    first = [1, 50, 400, 200, 100, 50]  # peak at day 5, falls to day 14
+    second = [300, 120, 60, 30, 15]  # second peak at day 16, halves every 3 days
+    row = one(dosed(profile(times, first + second), 0, 14))
+    assert row["last_dose"] == 14
+    assert "lambda_z from the points after the last dose only" in row["exclude"]
+    assert row["lambda_z_time_first"] >= 19  # never before the second peak (day 16)
+    assert row["lambda_z"] == pytest.approx(math.log(2) / 3, rel=1e-9)
+    assert row["cmax"] == 400 and row["tmax"] == 5  # the whole profile's maximum
+    # one infusion at day 0: nothing changes, nothing flagged
+    single = one(dosed(profile(ORACLE_T, ORACLE_C), 0))
+    assert math.isnan(single["last_dose"]) and single["exclude"] == ""
+    assert single["lambda_z"] == pytest.approx(0.11396516, rel=REL)
+
+
 # --------------------------------------------------------------------------- table shape
 
 
@@ -325,7 +353,7 @@ def test_columns_covariates_and_interval_names() -> None:
         ]
     )
     table = nca(frame, intervals=[(0, 28), (0, 7.5)])
-    params = [*PARAMETERS, "auc_0_28", "auc_0_7.5", "exclude"]
+    params = [*PARAMETERS, "auc_0_28", "auc_0_7.5", "last_dose", "exclude"]
     assert list(table.columns) == ["ID", "DOSE", "WT", *params]
     assert list(table["DOSE"]) == [1e6, 2e6]
     assert list(nca(frame, by="DOSE").columns)[:3] == ["ID", "DOSE", "cmax"]
@@ -338,8 +366,8 @@ def test_interval_forms_and_names() -> None:
     single = nca(frame, intervals=(0, 12))
     assert "auc_0_12" in single.columns
     table = nca(frame, intervals=[(0.25, 7.5), (np.float64(2), math.inf)])
-    assert ["auc_0.25_7.5", "auc_2_inf"] == list(table.columns[-3:-1])
-    assert list(nca(frame, intervals=[]).columns)[-2:] == ["span_ratio", "exclude"]
+    assert ["auc_0.25_7.5", "auc_2_inf"] == list(table.columns[-4:-2])
+    assert list(nca(frame, intervals=[]).columns)[-3:] == ["span_ratio", "last_dose", "exclude"]
 
 
 def test_reads_a_csv_path(tmp_path) -> None:

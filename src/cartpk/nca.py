@@ -11,6 +11,9 @@ The semantics follow PKNCA (R), the reference named in the design:
 * ``lambda_z``: log-linear least squares over the last n ≥ 3 positive points after ``tmax``
   (``tmax`` itself excluded); among all n, the fits with λz > 0 whose adjusted R² is within
   1e-4 of the best adjusted R² qualify, and the one with the most points wins.
+* After a re-infusion (a dose record later than the first observation) λz is not taken
+  across a dose (PKNCA's intervals are per dose): it uses only the points after the peak
+  that follows the last dose, and the table says so (``last_dose``, ``exclude``).
 * ``aucinf_obs = auclast + clast/λz``; ``aucinf_pred = auclast + clast_pred/λz``, where
   ``clast_pred`` is the λz regression line at ``tlast``.
 * ``auc_<start>_<end>``: the AUC of the interpolant between ``start`` and ``end`` (log
@@ -95,6 +98,7 @@ _ALL_BLQ = 4
 _ONE_OBSERVATION = 8
 _TOO_FEW_LZ_POINTS = 16
 _NO_POSITIVE_LZ = 32
+_REDOSED = 64
 _REASONS = (
     (_NO_ROWS, "no observations"),
     (_NO_ROWS_AFTER_BLQ, "no observations left after the BLQ rules"),
@@ -105,6 +109,11 @@ _REASONS = (
         f"fewer than {MIN_LAMBDA_Z_POINTS} points after tmax: lambda_z not computed",
     ),
     (_NO_POSITIVE_LZ, "no terminal fit with lambda_z > 0: lambda_z not computed"),
+    (
+        _REDOSED,
+        "dosed again after the first observation: lambda_z from the points after the last "
+        "dose only (see last_dose)",
+    ),
 )
 # Interval reason codes.
 _BEFORE_FIRST = 1
@@ -337,7 +346,18 @@ def _observed_parameters(ct, cc, lo, m, log_down, out):
 
 
 @numba.njit(cache=True)
-def _nca_subject(i, rows, offsets, blq_rules, intervals, log_down, scratch, outputs):
+def _last_dose_peak(ct, cc, lo, m, start):
+    """Index (relative to lo) of the first maximum among points at or after ``start``;
+    ``m`` when there is none."""
+    best = m
+    for k in range(m):
+        if ct[lo + k] >= start and (best == m or cc[lo + k] > cc[lo + best]):
+            best = k
+    return best
+
+
+@numba.njit(cache=True)
+def _nca_subject(i, rows, offsets, blq_rules, intervals, log_down, scratch, outputs, last_dose):
     time, conc, blq, lloq = rows
     rules, fills = blq_rules
     starts, ends = intervals
@@ -361,6 +381,11 @@ def _nca_subject(i, rows, offsets, blq_rules, intervals, log_down, scratch, outp
         auc_int[i, :] = 0.0
         return
     bits = _ONE_OBSERVATION if m == 1 else 0
+    if last_dose[i] > ct[lo]:
+        # PKNCA: lambda_z is not taken across a dose; the terminal phase starts after the
+        # peak that follows the last dose
+        imax = min(_last_dose_peak(ct, cc, lo, m, last_dose[i]), m - 1)
+        bits |= _REDOSED
     bits |= _terminal_phase(ct, cc, lo, m, imax, last, fit, out)
     for k in range(starts.size):
         auc_int[i, k], int_code[i, k] = _interval_auc(
@@ -370,17 +395,19 @@ def _nca_subject(i, rows, offsets, blq_rules, intervals, log_down, scratch, outp
 
 
 @numba.njit(cache=True, parallel=True)
-def _nca_kernel(rows, offsets, blq_rules, intervals, log_down, scratch, outputs):
+def _nca_kernel(rows, offsets, blq_rules, intervals, log_down, scratch, outputs, last_dose):
     """NCA of every subject; subject i owns rows offsets[i]:offsets[i + 1] of the flat arrays.
 
     rows = (time, conc, blq, lloq), each (n_rows,), sorted by time within a subject;
     blq_rules = (rule code, fill value) per BLQ position; intervals = (starts, ends);
     scratch = (ct, cc (n_rows,), fit (n_rows, 5)); outputs = (res (n_subjects,
     len(PARAMETERS)), auc_int (n_subjects, n_intervals), code (n_subjects,),
-    int_code (n_subjects, n_intervals)).
+    int_code (n_subjects, n_intervals)); last_dose (n_subjects,): the time of the last dose
+    (-inf without dose records): when it is after the first observation, lambda_z uses only
+    the points after the peak that follows it.
     """
     for i in numba.prange(offsets.size - 1):
-        _nca_subject(i, rows, offsets, blq_rules, intervals, log_down, scratch, outputs)
+        _nca_subject(i, rows, offsets, blq_rules, intervals, log_down, scratch, outputs, last_dose)
 
 
 # --------------------------------------------------------------------------- validation
@@ -515,7 +542,12 @@ def _check_packed(packed: dict[str, np.ndarray], ids: np.ndarray, rules: np.ndar
 
 
 def _run_kernel(
-    packed: dict[str, np.ndarray], n_subjects: int, blq_rules, intervals, log_down: bool
+    packed: dict[str, np.ndarray],
+    n_subjects: int,
+    blq_rules,
+    intervals,
+    log_down: bool,
+    last_dose: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ...]:
     n_rows = packed["time"].size
     n_intervals = intervals[0].size
@@ -527,7 +559,11 @@ def _run_kernel(
     )
     rows = (packed["time"], packed["conc"], packed["blq"], packed["lloq"])
     scratch = (np.empty(n_rows), np.empty(n_rows), np.empty((n_rows, 5)))
-    _nca_kernel(rows, packed["offsets"], blq_rules, intervals, log_down, scratch, outputs)
+    if last_dose is None:
+        last_dose = np.full(n_subjects, -np.inf)
+    _nca_kernel(
+        rows, packed["offsets"], blq_rules, intervals, log_down, scratch, outputs, last_dose
+    )
     return outputs
 
 
@@ -551,7 +587,11 @@ def _reasons(code: np.ndarray, int_code: np.ndarray, names: list[str]) -> np.nda
 # --------------------------------------------------------------------------- public API
 
 
-def _observations(data: Any, analyte: str | None) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+def _observations(
+    data: Any, analyte: str | None
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
+    """Observation rows, subject IDs, baseline covariates and each subject's last dose time
+    (day; -inf without dose records)."""
     from .data import as_dataset
 
     ds = as_dataset(data)
@@ -561,7 +601,11 @@ def _observations(data: Any, analyte: str | None) -> tuple[pd.DataFrame, np.ndar
             f"({', '.join(map(str, ds.analytes))}); choose one with analyte=..."
         )
     obs = ds.observations(analyte)
-    return obs, np.asarray(ds.ids), ds.subject_covariates()
+    ids = np.asarray(ds.ids)
+    doses = ds.doses()
+    last = doses.groupby("ID", sort=False)["TIME"].max()
+    last_dose = last.reindex(ids).to_numpy(dtype=np.float64, na_value=-np.inf)
+    return obs, ids, ds.subject_covariates(), last_dose
 
 
 def nca(
@@ -596,15 +640,22 @@ def nca(
         DataFrame with ``ID``, the subjects' baseline covariates, then the columns of
         :data:`PARAMETERS` (concentrations in the analyte's unit, times in days, AUCs in
         unit·day, ``lambda_z`` in 1/day, ``auc_pct_extrap_*`` in %, ``span_ratio``
-        unitless), one ``auc_<start>_<end>`` per interval and ``exclude``: why some values
-        are NaN (empty when everything was computed).
+        unitless), one ``auc_<start>_<end>`` per interval, ``last_dose`` (day of the last
+        dose when a subject was dosed again after its first observation, else NaN) and
+        ``exclude``: why some values are NaN or were restricted (empty when everything was
+        computed from the whole profile). After a re-infusion, as in PKNCA, λz is not taken
+        across a dose: it is fitted only to the points after the peak that follows the last
+        dose, and ``aucinf_*``, ``auc_pct_extrap_*`` and the extrapolated interval AUCs use
+        that λz; ``cmax``, ``tmax`` and ``auclast`` still cover the whole profile.
     """
     log_down = _check_auc_method(auc_method)
     rules, fills = _check_blq(blq)
     starts, ends, names = _check_intervals(intervals)
-    obs, ids, covariates = _observations(data, analyte)
+    obs, ids, covariates, last_dose = _observations(data, analyte)
     covariates = _select_covariates(covariates, by)
-    return _nca_table(obs, ids, covariates, (starts, ends, names), (rules, fills), log_down)
+    return _nca_table(
+        obs, ids, covariates, (starts, ends, names), (rules, fills), log_down, last_dose
+    )
 
 
 def _select_covariates(covariates: pd.DataFrame, by: str | Sequence[str] | None) -> pd.DataFrame:
@@ -620,11 +671,15 @@ def _select_covariates(covariates: pd.DataFrame, by: str | Sequence[str] | None)
     return covariates[names]
 
 
-def _nca_table(obs, ids, covariates, intervals, blq_rules, log_down) -> pd.DataFrame:
+def _nca_table(
+    obs, ids, covariates, intervals, blq_rules, log_down, last_dose=None
+) -> pd.DataFrame:
     starts, ends, names = intervals
     packed = _pack(obs, ids, blq_rules[0])
+    if last_dose is None:
+        last_dose = np.full(ids.size, -np.inf)
     res, auc_int, code, int_code = _run_kernel(
-        packed, ids.size, blq_rules, (starts, ends), log_down
+        packed, ids.size, blq_rules, (starts, ends), log_down, last_dose
     )
     columns: dict[str, Any] = {"ID": ids}
     for name, values in covariates.reindex(ids).items():
@@ -634,6 +689,8 @@ def _nca_table(obs, ids, covariates, intervals, blq_rules, log_down) -> pd.DataF
     columns["lambda_z_npoints"] = pd.array(res[:, _NPOINTS], dtype="Int64")
     for k, name in enumerate(names):
         columns[name] = auc_int[:, k]
+    redosed = (code & _REDOSED) != 0
+    columns["last_dose"] = np.where(redosed, last_dose, np.nan)
     columns["exclude"] = _reasons(code, int_code, names)
     return pd.DataFrame(columns)
 
