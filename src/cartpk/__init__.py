@@ -10,10 +10,12 @@ from .fit import fit
 from .fit_result import FitResult, FitTable
 from .model import Model, list_models, load_model
 from .nca import nca, nca_summary
+from .parameter_sets import list_parameter_sets
 from .population import fit_population
 from .population_result import PopulationFit
 from .scenarios import Population, scenarios
 from .solve import simulate
+from .virtual_trial import check_parameter_set
 
 __version__ = "0.1.0"
 
@@ -29,10 +31,12 @@ __all__ = [
     "PopulationFit",
     "SolverError",
     "__version__",
+    "check_parameter_set",
     "exposure",
     "fit",
     "fit_population",
     "list_models",
+    "list_parameter_sets",
     "load_model",
     "nca",
     "nca_summary",

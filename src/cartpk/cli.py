@@ -107,8 +107,9 @@ def nca(
 @app.command()
 @reports_errors
 def models() -> None:
-    """List the built-in models with their parameters."""
+    """List the built-in models with their parameters, and the named parameter sets."""
     from .model import list_models, load_model
+    from .parameter_sets import list_parameter_sets, load_parameter_set
 
     for name in list_models():
         model = load_model(name)
@@ -116,6 +117,19 @@ def models() -> None:
         typer.echo(f"  outputs: {', '.join(model.outputs)}   states: {', '.join(model.states)}")
         typer.echo(f"  source: {model.source}")
         show("  parameters", model.describe())
+        if model.correlations:
+            pairs = ", ".join(f"{a}:{b} {r:+.3g}" for (a, b), r in model.correlations.items())
+            typer.echo(f"  correlated random effects: {pairs}")
+    typer.echo("\nparameter sets (load_model(name, parameters=SET), --parameters SET):")
+    for name in list_parameter_sets():
+        pset = load_parameter_set(name)
+        fits = [m for m in list_models() if set(pset.values) <= set(load_model(m).parameters)]
+        typer.echo(f"  {name}: {pset.product}; {pset.description}")
+        typer.echo(
+            f"    reference dose {pset.reference_dose:g} {pset.dose_unit}; models: "
+            f"{', '.join(fits)}"
+        )
+        typer.echo(f"    source: {pset.source}")
 
 
 @app.command()
@@ -447,20 +461,31 @@ def scenarios(
     plots: Annotated[
         Path | None, typer.Option(help="Directory for the exposure and band figures.")
     ] = None,
+    parameters: Annotated[
+        str | None,
+        typer.Option(help="Named parameter set of the model (see `cartpk models`)."),
+    ] = None,
 ) -> None:
     """Virtual patients at several doses: exposure and biomarker response per dose."""
+    from .model import load_model
     from .population_result import PopulationFit
     from .scenarios import scenarios as run_scenarios
 
     origin: Any = source
     if source.endswith(".json"):
+        if parameters is not None:
+            raise ValueError("--parameters: only for a model source, not a population fit")
         origin = PopulationFit.from_json(Path(source).read_text(encoding="utf-8"))
+    elif parameters is not None:
+        origin = load_model(source, parameters=parameters)
     try:
         levels = [float(part) for part in doses.split(",")]
     except ValueError:
         raise ValueError(f"--doses {doses!r}: expected numbers, e.g. 1e6,2e6,3e6") from None
     result = run_scenarios(origin, doses=levels, n=n, seed=seed)
     show(f"{n} virtual patients per dose (seed {seed})", result.summary())
+    for note in result.notes:
+        typer.echo(f"warning: {note}", err=True)
     if output is not None:
         result.to_csv(output)
         typer.echo(f"wrote {output}")

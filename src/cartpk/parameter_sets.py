@@ -108,7 +108,7 @@ def load_parameter_set(name_or_path: str | os.PathLike[str]) -> ParameterSet:
                 f"unknown parameter set {text!r}: built-in sets are "
                 f"{', '.join(list_parameter_sets())}; or give the path of a set file"
             )
-        path = Path(str(files("cartpk.models").joinpath("sets", f"{text}.toml")))
+        path = Path(str(files("cartpk.models").joinpath("sets").joinpath(f"{text}.toml")))
     else:
         path = Path(text)
         if not path.is_file():

@@ -67,6 +67,7 @@ def plot_bands(
     panels: Sequence[Panel],
     units: Mapping[str, str],
     path: str | PathLike[str] | None = None,
+    note: str = "",
 ) -> Figure:
     """One panel per output against time: median line and 5-95 % band per dose.
 
@@ -75,6 +76,7 @@ def plot_bands(
             limit of normal drawn as a dashed line or None).
         units: output name -> unit.
         path: where to save the figure, or None.
+        note: appended to the title (e.g. how many patients could not be solved).
     """
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 3 * len(panels)), squeeze=False)
     colours = plt.get_cmap("viridis")
@@ -95,7 +97,7 @@ def plot_bands(
         ax.set_ylabel(f"{name} ({unit})" if unit else name)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    axes[0, 0].set_title("median and 5-95 % of virtual patients per dose", fontsize=10)
+    axes[0, 0].set_title(f"median and 5-95 % of virtual patients per dose{note}", fontsize=10)
     axes[-1, 0].set_xlabel("time since infusion (day)")
     fig.tight_layout()
     return _finish(fig, path)

@@ -37,7 +37,7 @@ from .errors import DataError, ModelError
 from .exposure import _interval, _output_index
 from .model import Model, _import_generated
 from .scales import to_estimation, to_natural
-from .solve import METHODS, as_model, check_tolerances, method_code
+from .solve import METHODS, STATUS_REASONS, as_model, check_tolerances, method_code
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -940,6 +940,30 @@ class ScenarioResult:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def failures(self) -> pd.DataFrame:
+        """Patient-doses that could not be solved, counted per dose and reason: DOSE,
+        status, reason, solver (the last method tried) and n. Empty when all were solved."""
+        failed = self.patients[self.patients["status"] != 0]
+        counts = failed.groupby(["DOSE", "status", "solver"], sort=True).size()
+        frame = counts.rename("n").reset_index()
+        frame.insert(2, "reason", [STATUS_REASONS[int(code)][0] for code in frame["status"]])
+        return frame
+
+    @property
+    def notes(self) -> list[str]:
+        """What a reader of the summary must know: patients that could not be solved."""
+        failures = self.failures()
+        if failures.empty:
+            return []
+        total = int(failures["n"].sum())
+        reasons = failures.groupby("reason")["n"].sum()
+        why = "; ".join(f"{reason}: {count}" for reason, count in reasons.items())
+        return [
+            f"{total} of {len(self.patients)} patient-doses could not be solved ({why}); "
+            "their exposure is NaN in patients, they are counted in n_failed and left out "
+            "of the quantiles and response probabilities"
+        ]
+
     def _response_summary(self, solved: pd.DataFrame) -> dict[str, float]:
         suffix = self.response.suffix
         pr = solved[f"pr_{suffix}"].dropna()
@@ -1008,7 +1032,9 @@ class ScenarioResult:
         if self.response is not None:
             name = self.response.output
             panels.append((name, self.bands(name, times), False, self.response.normal))
-        return plot_bands(panels, model.output_units, path)
+        failed = int((self.patients["status"] != 0).sum())
+        note = f"; {failed} patient-doses not solved, left out" if failed else ""
+        return plot_bands(panels, model.output_units, path, note)
 
     def to_csv(self, path: str | PathLike[str]) -> Path:
         """Write the per-patient table to a CSV file; returns its path."""
