@@ -425,11 +425,45 @@ def test_summary_shows_tables_criteria_and_problems(fit):
 # --- JSON --------------------------------------------------------------------------------------
 
 
+def test_json_carries_the_model_and_warns_when_its_file_changed(fit, tmp_path):
+    """Issue 12 item 2: an edited model file must not silently change a saved fit."""
+    from cartpk.fit_result import ModelChangedWarning
+    from cartpk.model import load_model
+
+    path = tmp_path / "mystein.toml"
+    original = fit.model.path.read_text(encoding="utf-8")
+    path.write_text(original, encoding="utf-8")
+    mine = dataclasses.replace(fit, model=load_model(path))
+    text = mine.to_json()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # unchanged file: no warning
+        PopulationFit.from_json(text)
+    # an edited equation: the saved fit keeps the equations it was fitted with, and says so
+    edited = original.replace("rho * E if", "(rho + 0.5) * E if")
+    assert edited != original
+    path.write_text(edited, encoding="utf-8")
+    with pytest.warns(ModelChangedWarning, match="mystein.toml' has changed since the fit"):
+        back = PopulationFit.from_json(text)
+    assert back.model.equations == fit.model.equations
+    assert back.model.equations != load_model(path).equations
+    pd.testing.assert_frame_equal(back.individual, fit.individual)
+    path.unlink()
+    with pytest.warns(ModelChangedWarning, match="no longer exists"):
+        gone = PopulationFit.from_json(text)
+    pd.testing.assert_frame_equal(gone.fixed_effects, fit.fixed_effects)
+    tampered = json.loads(text)
+    tampered["model"]["text"] = edited
+    with pytest.raises(ValueError, match="does not match its SHA-256"):
+        PopulationFit.from_dict(tampered)
+
+
 def test_json_round_trip(fit, table):
     text = fit.to_json()
     data = json.loads(text)
-    assert data["format"] == "cartpk.PopulationFit" and data["format_version"] == 1
-    assert data["model"] == {"name": "ck_stein"} and "cartpk_version" in data
+    assert data["format"] == "cartpk.PopulationFit" and data["format_version"] == 2
+    assert data["model"]["name"] == "ck_stein" and "path" not in data["model"]
+    assert data["model"]["text"] == fit.model.path.read_text(encoding="utf-8")
+    assert "cartpk_version" in data
     back = PopulationFit.from_json(text)
     for name in ("fixed_effects", "omega_table", "sigma"):
         pd.testing.assert_frame_equal(getattr(back, name), getattr(fit, name))

@@ -1,12 +1,16 @@
 """What individual fits return: :class:`FitResult` (one subject), :class:`FitTable` (many).
 
-Both serialise to JSON (:meth:`FitResult.to_json` / :meth:`FitResult.from_json`): a built-in
-model is stored by name, any other model by the path of its file, which must still exist
-when the result is read back.
+Both serialise to JSON (:meth:`FitResult.to_json` / :meth:`FitResult.from_json`). The JSON
+carries the model itself (its file's TOML text and that text's SHA-256) besides its name
+and path: reading it back rebuilds the model the fit was made with, and warns
+(:class:`ModelChangedWarning`) when the file at that path (or the built-in model of that
+name) now differs, or no longer exists. JSON written before the model text was stored
+(format version 1) is read by loading the model by name or path, as then.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
@@ -23,7 +27,7 @@ import pandas as pd
 from .errors import FitError, SolverError
 from .exposure import exposure as model_exposure
 from .likelihood import ERROR_MODELS, on_scale, residual_sd
-from .model import Model, list_models, load_model
+from .model import Model, list_models, load_model, model_from_text
 from .scales import delta_se, to_natural
 from .solve import solve_batch
 
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model's TOML text is stored with the fit
 OBSERVATION_COLUMNS = ("TIME", "DV", "CENS", "LLOQ", "ANALYTE")
 
 
@@ -637,24 +641,85 @@ def builtin_path(name: str) -> Path:
     return Path(str(files("cartpk.models").joinpath(f"{name}.toml")))
 
 
-def model_reference(model: Model) -> dict[str, str]:
-    """{"name": ...} for a built-in model, else {"name": ..., "path": absolute file path}."""
-    if model.name in list_models() and builtin_path(model.name).resolve() == model.path.resolve():
-        return {"name": model.name}
-    return {"name": model.name, "path": str(model.path.resolve())}
+class ModelChangedWarning(UserWarning):
+    """A saved fit's model file has changed (or gone) since the fit was saved; the model
+    stored in the fit is used."""
 
 
-def model_from(reference: dict[str, str], cache: dict[str, Model]) -> Model:
-    """Load the model a result refers to (once per reference)."""
-    key = reference.get("path") or reference["name"]
-    if key not in cache:
-        if "path" in reference and not Path(key).is_file():
-            raise FileNotFoundError(
-                f"model file {key!r} (model {reference['name']!r}) of the stored fit no longer "
-                "exists; restore it to read the result"
+def text_digest(text: str) -> str:
+    """SHA-256 (hex) of a model file's text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def model_reference(model: Model) -> dict[str, Any]:
+    """How a saved fit stores its model: ``name``, ``path`` (absolute; not for a built-in
+    model), ``text`` (the TOML text the model was built from), ``sha256`` (of that text)
+    and ``parameter_set`` (its name, or None)."""
+    builtin = model.name in list_models() and (
+        builtin_path(model.name).resolve() == model.path.resolve()
+    )
+    reference: dict[str, Any] = {"name": model.name}
+    if not builtin:
+        reference["path"] = str(model.path.resolve())
+    if model.text:
+        reference["text"] = model.text
+        reference["sha256"] = text_digest(model.text)
+    reference["parameter_set"] = model.parameter_set
+    return reference
+
+
+def model_from(reference: dict[str, Any], cache: dict[str, Model]) -> Model:
+    """The model a saved fit refers to (once per reference, ``cache``).
+
+    With the stored text (format version 2) the model is rebuilt from it, and a
+    :class:`ModelChangedWarning` says when the file at the stored path (or the built-in
+    model of that name) now differs or is gone. Without it (version 1) the model is loaded
+    by path or name.
+    """
+    text = reference.get("text")
+    key = text_digest(text) if isinstance(text, str) else reference.get("path") or reference["name"]
+    if key in cache:
+        return cache[key]
+    if isinstance(text, str):
+        if reference.get("sha256") not in (None, key):
+            raise ValueError(
+                f"model {reference['name']!r} of the stored fit: its text does not match its "
+                "SHA-256 (the JSON was edited)"
             )
-        cache[key] = load_model(Path(key) if "path" in reference else key)
-    return cache[key]
+        model = _stored_model(reference, text)
+    else:
+        path = reference.get("path")
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(
+                f"model file {path!r} (model {reference['name']!r}) of the stored fit no "
+                "longer exists; restore it to read the result"
+            )
+        model = load_model(Path(path) if path is not None else reference["name"])
+    if reference.get("parameter_set"):
+        model = model.with_parameter_set(reference["parameter_set"])
+    cache[key] = model
+    return model
+
+
+def _stored_model(reference: dict[str, Any], text: str) -> Model:
+    """Rebuild a saved fit's model from its stored text; warn if the file has changed."""
+    name = reference["name"]
+    builtin = "path" not in reference
+    path = builtin_path(name) if builtin else Path(reference["path"])
+    where = f"built-in model {name!r}" if builtin else f"model file {str(path)!r}"
+    try:
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != text:
+        what = "no longer exists" if current is None else "has changed"
+        warnings.warn(
+            f"{where} {what} since the fit was saved: using the model stored in the fit "
+            f"(sha256 {text_digest(text)[:12]}), the one its estimates belong to",
+            ModelChangedWarning,
+            stacklevel=4,
+        )
+    return model_from_text(text, path)
 
 
 def covariance_from(values: list[list[Any]] | None, size: int) -> np.ndarray | None:

@@ -127,6 +127,7 @@ class Model:
     source_code: str
     correlations: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
     parameter_set: str | None = None
+    text: str = ""  # the model file's TOML text, as read (saved fits carry it)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -272,10 +273,10 @@ def load_model(
 class _Spec:
     """A parsed and validated model file (every section checked, every expression parsed)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, text: str | None = None) -> None:
         self.file = str(path)
         self.path = path
-        raw = self._read(path)
+        raw = self._read(path, text)
         self._check_sections(raw)
         model = self._keys(raw["model"], "[model]", SECTIONS["model"])
         if "name" not in model:
@@ -311,13 +312,16 @@ class _Spec:
                 needed |= self.derived[name].names
         return needed
 
-    def _read(self, path: Path) -> dict[str, Any]:
+    def _read(self, path: Path, text: str | None = None) -> dict[str, Any]:
         try:
-            return tomllib.loads(path.read_text(encoding="utf-8"))
+            self.text = path.read_text(encoding="utf-8") if text is None else text
+            return tomllib.loads(self.text)
         except tomllib.TOMLDecodeError as err:
             raise ModelError(f"{self.file}: TOML syntax error: {err}") from None
         except UnicodeDecodeError as err:
             raise ModelError(f"{self.file}: not UTF-8 text ({err.reason})") from None
+        except RecursionError:
+            raise ModelError(f"{self.file}: TOML nested too deeply to read") from None
 
     def _check_sections(self, raw: dict[str, Any]) -> None:
         for section in raw:
@@ -794,7 +798,14 @@ def _build(spec: _Spec) -> Model:
         dose_state=spec.dosing[0] if spec.dosing else None,
         source_code=_generate(spec),
         correlations=spec.correlations,
+        text=spec.text,
     )
+
+
+def model_from_text(text: str, path: Path) -> Model:
+    """Build a model from a model file's TOML ``text`` (as if read from ``path``, which is
+    named in messages and need not exist): how a saved fit rebuilds the model it used."""
+    return _build(_Spec(Path(path), text))
 
 
 def _split_mapping(

@@ -48,7 +48,7 @@ SIM_CHUNK = 20_000
 NOMINAL_BINS = 15
 QUANTILE_BINS = 10
 FORMAT = "cartpk.PopulationFit"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model's TOML text is stored with the fit
 OBSERVATION_COLUMNS = ("ID", "TIME", "DV", "CENS", "LLOQ", "ANALYTE")
 
 

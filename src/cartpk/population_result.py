@@ -317,9 +317,11 @@ class PopulationFit:
     def to_json(self) -> str:
         """The fit as JSON text; :meth:`from_json` reads it back.
 
-        Arrays are nested lists, tables records; the model is stored by name if built in,
-        else by the path of its file (which must still exist when reading back); subject IDs
-        keep their int or str type. A format version and the cartpk version are included.
+        Arrays are nested lists, tables records; the model is stored itself (its file's
+        TOML text and SHA-256, with its name and, if not built in, its path): reading back
+        rebuilds that model and warns (:class:`cartpk.fit_result.ModelChangedWarning`) if
+        the file has changed or gone since. Subject IDs keep their int or str type. A
+        format version and the cartpk version are included.
         """
         return diagnostics.to_json(self)
 
