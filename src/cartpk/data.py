@@ -8,11 +8,20 @@ infusion), DV (observed value in the analyte's unit), ANALYTE (alias DVID), LLOQ
 Every problem raises :class:`cartpk.errors.DataError` naming the column, the first
 offending rows (1-based data rows of the user's table) and what is wrong. The caller's
 DataFrame is never modified and no row is dropped silently.
+
+NONMEM conventions: "." (like an empty cell) means missing in any column, so DV, AMT or a
+covariate may be "." on the rows where it does not apply. TIME is days since the first CAR-T
+infusion: a subject's first dose record (EVID=1), if it has one, must be at TIME 0, and a
+DOSE column must agree with the AMT infused at TIME 0. A numeric DVID (1, 2, ...) is mapped
+to model output names by the ``dvid`` argument of :func:`read_dataset`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+import re
+import warnings
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,26 @@ ALIASES = {"DVID": "ANALYTE", "BLQ": "CENS"}
 SHOWN_ROWS = 5
 # columns the reader adds after the user's, in this order, when the table lacks them
 ADDED = ("ROW", "CENS", "EVID", "MDV", "LLOQ", "AMT", "ANALYTE")
+MISSING_TEXT = ("", ".")  # cell contents that mean "missing" (NONMEM writes ".")
+SHOWN_CHARS = 40  # a value echoed in a message is cut to this many characters
+
+
+NOT_FINITE = "value is not finite (inf: a number too large for a float?)"
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (IDs in messages read 1, not np.int64(1))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def shown(value: Any, quoted: bool = True) -> str:
+    """``repr(value)`` (``str`` if not ``quoted``), cut to :data:`SHOWN_CHARS` characters:
+    a 50 MB cell is not echoed in full."""
+    value = plain(value)
+    text = repr(value) if quoted else str(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[: SHOWN_CHARS - 3]}... ({len(text)} characters)"
 
 
 def rows_text(rows: pd.Series | np.ndarray) -> str:
@@ -61,7 +90,7 @@ def canonical_names(frame: pd.DataFrame) -> list[str]:
 def numeric(raw: pd.Series, column: str) -> np.ndarray:
     """A new float array of a column, naming the rows that are not numbers.
 
-    Empty strings become NaN; any other text is an error.
+    Empty strings and "." become NaN; any other text is an error.
     """
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         if isinstance(raw.dtype, np.dtype):
@@ -70,10 +99,10 @@ def numeric(raw: pd.Series, column: str) -> np.ndarray:
     raw = raw.reset_index(drop=True)
     values = pd.to_numeric(raw, errors="coerce")
     suspect = values.isna() & raw.notna()
-    text = raw[suspect].astype(str).str.strip() != ""
+    text = ~raw[suspect].astype(str).str.strip().isin(MISSING_TEXT)
     bad = (suspect & text.reindex(raw.index, fill_value=False)).to_numpy(bool)
     if bad.any():
-        found = ", ".join(repr(v) for v in raw[bad].head(3))
+        found = ", ".join(shown(v) for v in raw[bad].head(3))
         fail(bad, column, f"not a number (found {found})")
     return values.astype(float).to_numpy(copy=True)
 
@@ -95,7 +124,9 @@ def required(raw: dict[str, pd.Series], names: list[str]) -> dict[str, np.ndarra
     time = numeric(raw["TIME"], "TIME")
     fail(np.isnan(time), "TIME", "missing or NaN time")
     fail(~np.isfinite(time), "TIME", "time is not finite")
-    return {"TIME": time, "DV": numeric(raw["DV"], "DV")}
+    dv = numeric(raw["DV"], "DV")
+    fail(np.isinf(dv), "DV", NOT_FINITE)
+    return {"TIME": time, "DV": dv}
 
 
 def flags(raw: dict[str, pd.Series], n: int) -> dict[str, np.ndarray]:
@@ -109,15 +140,70 @@ def flags(raw: dict[str, pd.Series], n: int) -> dict[str, np.ndarray]:
         out[column] = values
     for column in ("LLOQ", "AMT"):
         out[column] = numeric(raw[column], column) if column in raw else np.full(n, np.nan)
+        fail(np.isinf(out[column]), column, NOT_FINITE)
     return out
 
 
-def analyte_column(raw: dict[str, pd.Series], n: int, default: str) -> pd.Series | np.ndarray:
-    """ANALYTE as stripped text: the column, or ``default`` on every row when absent (then
-    an object array, to which the frame gives pandas' text dtype)."""
+def analyte_label(value: Any) -> str:
+    """One ANALYTE / DVID entry as text: stripped, "" when missing (empty, "." or NaN), and
+    a whole number without its decimal part (a numeric DVID 1 or 1.0 reads "1")."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        number = float(value)
+        return str(int(number)) if number.is_integer() else str(number)
+    text = str(value).strip()
+    return "" if text in MISSING_TEXT else re.sub(r"^(-?\d+)\.0*$", r"\1", text)
+
+
+def check_dvid(dvid: Mapping[Any, str] | None) -> dict[str, str]:
+    """The ``dvid`` argument as data label -> output name (labels as :func:`analyte_label`)."""
+    if dvid is None:
+        return {}
+    if not isinstance(dvid, Mapping):
+        raise DataError(
+            f"dvid: expected a mapping from DVID to model output name, e.g. "
+            f"{{1: 'CART', 2: 'VEGF'}}, got {type(dvid).__name__}"
+        )
+    out = {}
+    for key, name in dvid.items():
+        if not (isinstance(name, str) and name.strip()):
+            raise DataError(f"dvid: DVID {shown(key)} maps to {shown(name)}, not an output name")
+        out[analyte_label(key)] = name.strip()
+    return out
+
+
+def analyte_column(
+    raw: dict[str, pd.Series], n: int, default: str, dvid: dict[str, str]
+) -> np.ndarray:
+    """ANALYTE as text (object array): the column's labels (see :func:`analyte_label`)
+    renamed by ``dvid``, or ``default`` on every row when there is no such column."""
     if "ANALYTE" not in raw:
         return np.full(n, str(default).strip(), dtype=object)
-    return raw["ANALYTE"].astype(str).str.strip()
+    codes, uniques = pd.factorize(raw["ANALYTE"], use_na_sentinel=True)
+    labels = [analyte_label(u) for u in uniques]
+    labels = np.array([dvid.get(label, label) for label in labels] + [""], dtype=object)
+    return labels[codes]
+
+
+def covariate(raw: pd.Series, column: str) -> pd.Series:
+    """A covariate column, new: "" and "." are missing; text that is all numbers (once the
+    missing entries are set aside) becomes float; infinite values are refused."""
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        values = raw.reset_index(drop=True)
+    else:
+        text = raw.reset_index(drop=True).astype(object)
+        blank = text.isna().to_numpy(bool) | np.array(
+            [isinstance(v, str) and v.strip() in MISSING_TEXT for v in text], dtype=bool
+        )
+        number = pd.to_numeric(text.where(~blank), errors="coerce")
+        if (number.notna() | blank).all():
+            values = number.astype(float)
+        else:
+            values = text.where(~blank, np.nan)
+    if pd.api.types.is_numeric_dtype(values):
+        fail(np.isinf(values.to_numpy(np.float64)), column, NOT_FINITE)
+    return values
 
 
 def check_censoring(c: dict[str, np.ndarray], has_lloq: bool) -> None:
@@ -144,6 +230,7 @@ def check_observations(c: dict[str, np.ndarray], ids: pd.Series, analyte: np.nda
     c["DV"][censored_at_lloq] = c["LLOQ"][censored_at_lloq]
     fail(obs & np.isnan(c["DV"]), "DV", "missing DV on an observation row (MDV=0)")
     fail(obs & (c["DV"] < 0), "DV", "negative value: concentrations must be >= 0")
+    fail(obs & (analyte == ""), "ANALYTE", "missing analyte on an observation row (MDV=0)")
     dup = np.zeros(obs.size, dtype=bool)
     dup[obs] = duplicated(ids.to_numpy()[obs], c["TIME"][obs], analyte[obs])
     fail(dup, "TIME", "duplicate observation of the same ID, TIME and ANALYTE")
@@ -158,9 +245,46 @@ def duplicated(*keys: Any) -> np.ndarray:
     return np.bincount(code)[code] > 1 if code.size else np.zeros(0, dtype=bool)
 
 
-def check_doses(c: dict[str, np.ndarray]) -> None:
-    """Dose records need a positive AMT."""
-    fail((c["EVID"] == 1) & ~(c["AMT"] > 0), "AMT", "dose record (EVID=1) without a positive AMT")
+def check_doses(c: dict[str, np.ndarray], ids: pd.Series, dose: pd.Series | None) -> None:
+    """Dose records need a positive AMT; each subject's first dose record is at TIME 0 (the
+    time origin is the first infusion), and a DOSE column agrees with the AMT at TIME 0."""
+    dosing = c["EVID"] == 1
+    fail(dosing & ~(c["AMT"] > 0), "AMT", "dose record (EVID=1) without a positive AMT")
+    if not dosing.any():
+        return
+    code, levels = pd.factorize(ids.to_numpy(), use_na_sentinel=False)
+    first = np.full(len(levels), np.inf)
+    np.minimum.at(first, code[dosing], c["TIME"][dosing])
+    late = np.isfinite(first) & (first != 0)
+    if late.any():
+        bad = np.flatnonzero(late)
+        rows = dosing & late[code] & (c["TIME"] == first[code])
+        who = ", ".join(f"ID {shown(levels[k])} at TIME {first[k]:g}" for k in bad[:SHOWN_ROWS])
+        more = f" and {bad.size - SHOWN_ROWS} more" if bad.size > SHOWN_ROWS else ""
+        fail(
+            rows,
+            "TIME",
+            f"the first dose record (EVID=1) is not at TIME 0 ({who}{more}); TIME is days "
+            "since the first CAR-T infusion: subtract each subject's infusion time from its "
+            "TIME",
+        )
+    if dose is None or not pd.api.types.is_numeric_dtype(dose):
+        return
+    at_zero = dosing & (c["TIME"] == 0)
+    infused = np.bincount(code[at_zero], weights=c["AMT"][at_zero], minlength=len(levels))
+    given = dose.to_numpy(np.float64)
+    has = np.bincount(code[at_zero], minlength=len(levels))[code] > 0
+    expected = infused[code]
+    conflict = has & ~np.isnan(given) & ~np.isclose(given, expected, rtol=1e-9, atol=0.0)
+    if conflict.any():
+        k = int(np.flatnonzero(conflict)[0])
+        fail(
+            conflict,
+            "DOSE",
+            f"contradicts the AMT infused at TIME 0 (ID {shown(ids.iloc[k])}: DOSE "
+            f"{given[k]:g}, AMT {expected[k]:g}); DOSE is the dose infused at TIME 0: correct "
+            "one of them, or drop the DOSE column (it is then taken from AMT)",
+        )
 
 
 def sort_order(ids: pd.Series, time: np.ndarray) -> np.ndarray:
@@ -186,12 +310,51 @@ def read_table(source: str | PathLike[str] | pd.DataFrame) -> pd.DataFrame:
     if isinstance(source, pd.DataFrame):
         return source
     path = Path(source)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a CSV file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot be read as CSV ({err})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(path, index_col=False)
+    except pd.errors.ParserWarning:
+        raise DataError(field_count_problem(path)) from None
+    except pd.errors.ParserError as err:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+        if found:
+            expected, line, saw = found.groups()
+            raise DataError(
+                f"{path}: line {line} has {saw} fields but the header has {expected} "
+                "(an extra field: a stray comma or delimiter?)"
+            ) from None
+        raise DataError(f"{path}: cannot be read as CSV ({shown(str(err))})") from None
+    except (pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read as CSV ({shown(str(err))})") from None
+    header = [name for name in csv_header(path) if name.strip()]
+    if len(set(header)) < len(header) == len(table.columns):
+        table.columns = header  # as written: pandas renames a repeated TIME to TIME.1
+    return table
+
+
+def csv_header(path: Path) -> list[str]:
+    """The first line of a CSV file, split into column names as written."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+        return next(csv.reader(handle), [])
+
+
+def field_count_problem(path: Path) -> str:
+    """Name the first line whose number of fields differs from the header's."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        for line, fields in enumerate(reader, start=2):
+            if len(fields) > len(header):
+                return (
+                    f"{path}: line {line} has {len(fields)} fields but the header has "
+                    f"{len(header)} (an extra field: a stray comma or delimiter?)"
+                )
+    return f"{path}: the rows have more fields than the header"
 
 
 class Dataset:
@@ -215,7 +378,8 @@ class Dataset:
         for name, values in (arrays or {}).items():
             self._cache(name, values)
         self.ids = pd.unique(frame["ID"])
-        observed = self.column("ANALYTE")[self.column("EVID") == 0]
+        rows = (self.column("EVID") == 0) & (self.column("MDV") == 0)
+        observed = self.column("ANALYTE")[rows]
         self.analytes = tuple(str(a) for a in pd.unique(observed))
         self.covariates = tuple(c for c in frame.columns if c not in (*STANDARD, "ROW"))
 
@@ -273,18 +437,31 @@ class Dataset:
                 f"({rows_text(self.column('ROW')[bad])}); mark values below the LLOQ with CENS=1"
             )
 
-    def require_analytes(self, available: Sequence[str]) -> None:
-        """Refuse analytes that a model has no output for."""
-        missing = [a for a in self.analytes if a not in available]
+    def require_analytes(
+        self, available: Sequence[str], analytes: Sequence[str] | None = None
+    ) -> None:
+        """Refuse analytes (default: every analyte of the data) that a model has no output
+        for."""
+        missing = [
+            a for a in (self.analytes if analytes is None else analytes) if a not in available
+        ]
         if missing:
+            hint = (
+                "; name each analyte's output with dvid=, e.g. "
+                f"dvid={{{shown(missing[0])}: {available[0]!r}}}, or fit a subset with "
+                "analytes="
+            )
             raise DataError(
-                f"column ANALYTE: the model has no output for {', '.join(missing)} "
-                f"(its outputs: {', '.join(available)})"
+                f"column ANALYTE: the model has no output for "
+                f"{', '.join(shown(a, quoted=False) for a in missing[:10])} "
+                f"(its outputs: {', '.join(available)}){hint}"
             )
 
 
 def read_dataset(
-    source: str | PathLike[str] | pd.DataFrame, default_analyte: str = "CART"
+    source: str | PathLike[str] | pd.DataFrame,
+    default_analyte: str = "CART",
+    dvid: Mapping[Any, str] | None = None,
 ) -> Dataset:
     """Read and validate a dataset from a CSV path or a DataFrame (never modified).
 
@@ -292,6 +469,9 @@ def read_dataset(
         source: path to a CSV file, or a DataFrame.
         default_analyte: the analyte name given to every row when there is no ANALYTE
             (or DVID) column.
+        dvid: ANALYTE / DVID value -> model output name, e.g. ``{1: "CART", 2: "VEGF"}``
+            for NONMEM's numeric DVID (1, 1.0 and "1" are the same key); values not
+            listed keep their label.
 
     Returns:
         A :class:`Dataset`.
@@ -308,10 +488,13 @@ def read_dataset(
     checked = required(raw, names)
     has_lloq = "LLOQ" in raw
     checked.update(flags(raw, n))
-    analyte = analyte_column(raw, n, default_analyte)
+    analyte = analyte_column(raw, n, default_analyte, check_dvid(dvid))
     check_censoring(checked, has_lloq)
-    check_observations(checked, raw["ID"], np.asarray(analyte))
-    check_doses(checked)
+    check_observations(checked, raw["ID"], analyte)
+    for name in names:
+        if name not in (*STANDARD, "ROW"):
+            raw[name] = covariate(raw[name], name)
+    check_doses(checked, raw["ID"], raw.get("DOSE"))
     checked["ROW"] = np.arange(1, n + 1)
     order = sort_order(raw["ID"], checked["TIME"])
     columns = {c: checked[c][order] for c in checked}
@@ -323,6 +506,16 @@ def read_dataset(
     return Dataset(pd.DataFrame({c: columns[c] for c in ordered}), arrays)
 
 
-def as_dataset(obj: Dataset | pd.DataFrame | str | PathLike[str]) -> Dataset:
-    """Return ``obj`` if it is a Dataset, otherwise read and validate it."""
-    return obj if isinstance(obj, Dataset) else read_dataset(obj)
+def as_dataset(
+    obj: Dataset | pd.DataFrame | str | PathLike[str], dvid: Mapping[Any, str] | None = None
+) -> Dataset:
+    """Return ``obj`` if it is a Dataset, otherwise read and validate it; ``dvid`` (see
+    :func:`read_dataset`) renames analytes, of a Dataset too (in a new Dataset)."""
+    if not isinstance(obj, Dataset):
+        return read_dataset(obj, dvid=dvid)
+    mapping = check_dvid(dvid)
+    if not mapping:
+        return obj
+    frame = obj.frame.copy()
+    frame["ANALYTE"] = [mapping.get(a, a) for a in frame["ANALYTE"].astype(str)]
+    return Dataset(frame)

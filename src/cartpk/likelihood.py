@@ -8,14 +8,14 @@ the same scale. The ``log`` error model is Gaussian on log(DV): its −2LL is th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy.special import log_ndtr
 
-from .data import Dataset, rows_text
+from .data import Dataset, plain, rows_text, shown
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -84,7 +84,8 @@ class ObservationArrays:
     Subject i owns observation rows ``off[i]:off[i+1]`` (sorted by time, days) and dose rows
     ``d_off[i]:d_off[i+1]``; ``covariates`` is (n, n_cov) in the model's covariate order.
     Doses at TIME 0 are not listed: the infusion is in the model's initial condition through
-    the DOSE covariate. Observations before TIME 0 are counted, not used.
+    the DOSE covariate. Observations before TIME 0 are counted, not used. ``notes`` says
+    what the fit should report: observations not used, covariates reduced to their baseline.
     """
 
     ids: list[Any]
@@ -100,6 +101,7 @@ class ObservationArrays:
     d_amt: np.ndarray
     d_off: np.ndarray
     excluded_before_infusion: int
+    notes: list[str] = field(default_factory=list)
 
     def subject(self, i: int) -> dict[str, np.ndarray]:
         """Subject i's slices of the observation arrays."""
@@ -110,20 +112,53 @@ class ObservationArrays:
         }
 
 
-def pack_observations(ds: Dataset, model: Model, ids: Sequence[Any]) -> ObservationArrays:
-    """Flat observation, dose and covariate arrays of subjects ``ids`` (in that order)."""
-    ds.require_analytes(model.outputs)
+def choose_analytes(ds: Dataset, analytes: Any) -> tuple[str, ...]:
+    """The analytes to fit: every analyte of the data (None), or the ones named in
+    ``analytes`` (a name or a list of names), each of which the data must have."""
+    if analytes is None:
+        return ds.analytes
+    chosen = [analytes] if isinstance(analytes, str) else list(analytes)
+    if not chosen:
+        raise DataError(f"analytes: none given (the data have {', '.join(ds.analytes)})")
+    unknown = [a for a in chosen if a not in ds.analytes]
+    if unknown:
+        raise DataError(
+            f"analytes: {', '.join(shown(a) for a in unknown[:10])} not observed in the data "
+            f"(the data have: {', '.join(ds.analytes)})"
+        )
+    return tuple(dict.fromkeys(chosen))
+
+
+def pack_observations(
+    ds: Dataset, model: Model, ids: Sequence[Any], analytes: Any = None
+) -> ObservationArrays:
+    """Flat observation, dose and covariate arrays of subjects ``ids`` (in that order), the
+    observations of ``analytes`` only (None: every analyte; see :func:`choose_analytes`)."""
+    chosen = choose_analytes(ds, analytes)
+    ds.require_analytes(model.outputs, chosen)
     subjects = Subjects(ds, ids)
     time = ds.column("TIME")
     mine = ds.observed() & (subjects.code >= 0)
-    early = int(np.count_nonzero(mine & (time < 0)))
+    if analytes is not None:
+        mine &= np.isin(ds.column("ANALYTE"), chosen)
+    before = mine & (time < 0)
+    early = int(np.count_nonzero(before))
     rows = np.flatnonzero(mine & (time >= 0))
     position = subjects.code[rows]
     rows = rows[np.lexsort((time[rows], position))]
     counts = np.bincount(position, minlength=len(ids))
     empty = [ids[k] for k in np.flatnonzero(counts == 0)]
     if empty:
-        raise DataError(f"IDs {empty[:10]}: no observations at TIME >= 0 to fit")
+        which = "" if analytes is None else f" of {', '.join(chosen)}"
+        raise DataError(f"IDs {empty[:10]}: no observations{which} at TIME >= 0 to fit")
+    notes = []
+    if early:
+        who = pd.unique(ds.column("ID")[before]).tolist()
+        notes.append(
+            f"{early} observations before TIME 0 not used (IDs {shown(who[:10], False)}; "
+            "TIME 0 is the infusion)"
+        )
+    notes += baseline_notes(ds, list(model.covariates), subjects)
     d_time, d_amt, d_off = reinfusions(ds, model, subjects)
     analyte = ds.column("ANALYTE")[rows].astype(str)
     names, index = np.unique(analyte, return_inverse=True)
@@ -141,6 +176,7 @@ def pack_observations(ds: Dataset, model: Model, ids: Sequence[Any]) -> Observat
         d_amt=d_amt,
         d_off=d_off,
         excluded_before_infusion=early,
+        notes=notes,
     )
 
 
@@ -185,19 +221,56 @@ class Subjects:
         return selected, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
+def baseline_notes(ds: Dataset, names: Sequence[str], subjects: Subjects) -> list[str]:
+    """Notes for the covariates in ``names`` that change over time within a subject: the
+    fits use each subject's baseline (its first non-missing value in time)."""
+    notes = []
+    code = subjects.code
+    for name in dict.fromkeys(names):
+        if name not in ds.covariates:
+            continue
+        values = ds.column(name)
+        rows = np.flatnonzero((code >= 0) & pd.notna(values))
+        if rows.size == 0:
+            continue
+        found, first = np.unique(code[rows], return_index=True)
+        base = np.empty(len(subjects.ids), dtype=object)
+        base[found] = values[rows[first]]
+        varying = np.unique(code[rows][values[rows] != base[code[rows]]])
+        if varying.size:
+            who = [plain(subjects.ids[k]) for k in varying[:10]]
+            more = f" and {varying.size - 10} more" if varying.size > 10 else ""
+            notes.append(
+                f"covariate {name} changes over time within IDs {shown(who, False)}{more}: "
+                "time-varying covariates are not supported, each subject's baseline (first "
+                "non-missing value) is used"
+            )
+    return notes
+
+
+def derived_dose(ds: Dataset, subjects: Subjects) -> np.ndarray | None:
+    """Per subject, the AMT infused at TIME 0 (the DOSE covariate a data set without a DOSE
+    column implies), NaN for a subject without a dose record; None when the data have no
+    dose record at TIME 0."""
+    at_zero = (ds.column("EVID") == 1) & (ds.column("TIME") == 0)
+    if not at_zero.any():
+        return None
+    return subjects.sums(ds.column("AMT"), at_zero)
+
+
 def subject_covariate_matrix(ds: Dataset, model: Model, subjects: Subjects) -> np.ndarray:
     """(n, n_cov) covariates: the data's baseline value, else (DOSE) the AMT given at TIME 0.
 
     A model covariate the data do not have takes the model's reference value.
     """
     ids = subjects.ids
-    dose_at_zero = (ds.column("EVID") == 1) & (ds.column("TIME") == 0)
+    dose = derived_dose(ds, subjects)
     columns = []
     for name, covariate in model.covariates.items():
         if name in ds.covariates:
             values = subjects.first_values(ds.column(name))
-        elif name == "DOSE" and dose_at_zero.any():
-            values = subjects.sums(ds.column("AMT"), dose_at_zero)
+        elif name == "DOSE" and dose is not None:
+            values = dose
         else:
             values = np.full(len(ids), covariate.reference)
         missing = [ids[k] for k in np.flatnonzero(~np.isfinite(values))]
