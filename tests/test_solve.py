@@ -426,9 +426,10 @@ def test_simulate_defaults_and_columns(stein: Model) -> None:
     assert frame["CART"].iloc[0] == pytest.approx(stein.parameters["C0"].value, rel=1e-15)
 
 
-def test_times_before_zero_get_the_initial_state(stein: Model) -> None:
-    frame = simulate(stein, None, [-7.0, -1.0, 0.0, 1.0])
-    assert (frame["CART"].iloc[:3] == stein.parameters["C0"].value).all()
+def test_times_before_zero_are_refused(stein: Model) -> None:
+    """The initial state holds the infusion: there is no pre-infusion state to report."""
+    with pytest.raises(ValueError, match=r"times: entry 0 is -7 days, before the infusion"):
+        simulate(stein, None, [-7.0, -1.0, 0.0, 1.0])
 
 
 def test_unsorted_times_are_sorted_and_input_untouched(stein: Model) -> None:

@@ -11,6 +11,7 @@ objective on that scale (covariance = 2·H⁻¹), back-transformed by the delta 
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,13 +20,13 @@ import lmfit
 import numpy as np
 import pandas as pd
 
-from .data import Dataset, as_dataset
+from .data import Dataset, as_dataset, shown
 from .errors import DataError, FitError
 from .fit_result import FitResult, FitTable
 from .likelihood import ERROR_MODELS, KIND_CODES, ObservationArrays, pack_observations
 from .model import Model, load_model
 from .scales import SCALE_CODES, estimation_bounds, to_estimation
-from .solve import METHODS, method_code
+from .solve import METHODS, check_tolerances, method_code
 
 FAILED_OBJECTIVE = 1e12
 PARALLEL_POINTS = 4  # fewer parameter points than this are solved on the calling thread
@@ -34,6 +35,27 @@ ERROR_STARTS = {"sigma": 0.3, "b": 0.2, "a": 1.0}
 
 class FitWarning(UserWarning):
     """A fit ran but its result needs care: not converged, or not identifiable."""
+
+
+def check_count(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer >= ``minimum``; else a FitError naming the
+    argument ``name`` and what is expected."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        raise FitError(f"{name} {shown(value)}: expected an integer >= {minimum}")
+    if value < minimum:
+        raise FitError(f"{name} {value}: expected an integer >= {minimum}")
+    return int(value)
+
+
+def check_seed(seed: Any) -> int:
+    """A seed must be a non-negative integer: the same seed gives the same fit (None, which
+    would draw fresh entropy and make the fit irreproducible, is refused)."""
+    if seed is None:
+        raise FitError(
+            "seed None: expected a non-negative integer (fits are reproducible: the same "
+            "seed gives the same result)"
+        )
+    return check_count(seed, "seed", minimum=0)
 
 
 def error_spec(
@@ -274,6 +296,9 @@ def fit(
     rtol: float = 1e-8,
     atol: float = 1e-10,
     standard_errors: bool = True,
+    analytes: Any = None,
+    dvid: Any = None,
+    max_steps: int = 100_000,
 ) -> FitResult | FitTable:
     """Fit a model to one subject's observations by maximum likelihood (MAP with priors).
 
@@ -288,39 +313,62 @@ def fit(
         error: analyte -> "log" | "proportional" | "additive" | "combined", or
             (kind, {name: fixed value}); default "log" for every analyte.
         priors: name -> (mean on the natural scale, SD on the estimation scale).
-        n_starts: number of starts (the first at the given values, the others drawn
-            around them with SD 0.5 on the estimation scale, seeded by ``seed``).
+        n_starts: number of starts (an integer >= 1: the first at the given values, the
+            others drawn around them with SD 0.5 on the estimation scale, seeded by ``seed``).
+        seed: a non-negative integer (None is refused: a fit is reproducible).
         method: ODE method ("dopri5" or "rodas"); None takes the model's.
-        rtol, atol: solver tolerances.
+        rtol, atol: solver tolerances (relative, in [1e-14, 1); absolute, > 0, in the
+            outputs' units).
         standard_errors: compute the covariance (a finite-difference Hessian); False
             skips it (covariance None, no identifiability checks) when only the
             estimates are wanted.
+        analytes: fit only these analytes (a name or a list; None: every analyte in the
+            data); the other analytes' observations are left out.
+        dvid: ANALYTE / DVID value -> model output name, e.g. ``{1: "CART", 2: "VEGF"}``
+            for NONMEM's numeric DVID (see :func:`cartpk.read_dataset`).
+        max_steps: the solver's step budget per subject and solve (an integer >= 1).
     """
     model = model if isinstance(model, Model) else load_model(model)
-    ds = as_dataset(data)
+    n_starts = check_count(n_starts, "n_starts")
+    seed = check_seed(seed)
+    check_tolerances(rtol, atol, max_steps)
+    ds = as_dataset(data, dvid)
     if id is None and len(ds.ids) > 1:
         return fit_each(
-            model, ds, params, error, priors, n_starts, seed, method, rtol, atol, standard_errors
+            model,
+            ds,
+            params=params,
+            error=error,
+            priors=priors,
+            n_starts=n_starts,
+            seed=seed,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            standard_errors=standard_errors,
+            analytes=analytes,
+            max_steps=max_steps,
         )
     subject = pick_subject(ds, id)
-    obs = pack_observations(ds, model, [subject])
+    obs = pack_observations(ds, model, [subject], analytes)
     errors = error_spec(error, tuple(pd.unique(obs.analyte)), ds.analytes)
     for analyte, (kind, _) in errors.items():
         if kind == "log":
             ds.require_positive(analyte)
     start = build_parameters(model, params, errors)
-    solver = np.array([method_code(model, method), rtol, atol, 100_000], dtype=np.float64)
+    solver = np.array([method_code(model, method), rtol, atol, max_steps], dtype=np.float64)
     problem = Problem(model, obs, errors, prior_means(model, priors), list(start), solver)
     best, reached = multistart(problem, start, n_starts, seed)
     return summarise(problem, best, subject, n_starts, reached, standard_errors)
 
 
-def fit_each(model: Model, ds: Dataset, *args: Any) -> FitTable:
-    """Fit every subject in turn; a subject whose fit raises is recorded, not dropped."""
+def fit_each(model: Model, ds: Dataset, **options: Any) -> FitTable:
+    """Fit every subject in turn (``options`` as :func:`fit` takes them); a subject whose
+    fit raises is recorded, not dropped."""
     results, errors = {}, {}
     for subject in ds.ids:
         try:
-            results[subject] = fit(model, ds, subject, *args)
+            results[subject] = fit(model, ds, subject, **options)
         except (FitError, DataError) as err:
             errors[subject] = str(err)
     return FitTable(results, errors)
@@ -331,7 +379,9 @@ def pick_subject(ds: Dataset, subject: Any) -> Any:
     if subject is None:
         return ds.ids[0]
     if subject not in set(ds.ids):
-        raise FitError(f"id {subject!r} is not in the data")
+        listed = ", ".join(shown(i) for i in ds.ids[:10])
+        more = f" and {len(ds.ids) - 10} more" if len(ds.ids) > 10 else ""
+        raise FitError(f"id {shown(subject)} is not in the data (its IDs: {listed}{more})")
     return subject
 
 
@@ -418,8 +468,7 @@ def summarise(
         notes.append(f"the optimiser did not converge: {best.message}")
     if m2ll >= FAILED_OBJECTIVE:
         notes.append("the model could not be solved at the final estimates")
-    if problem.obs.excluded_before_infusion:
-        notes.append(f"{problem.obs.excluded_before_infusion} observations before TIME 0 not used")
+    notes += problem.obs.notes
     result = FitResult(
         model=model,
         subject=subject,

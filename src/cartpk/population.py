@@ -38,7 +38,7 @@ depend on the number of threads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,11 +48,14 @@ from tqdm.auto import tqdm
 
 from .data import Dataset, as_dataset
 from .errors import FitError
-from .fit import error_spec
+from .fit import check_count, check_seed, error_spec
 from .likelihood import (
     ERROR_MODELS,
     KIND_CODES,
     ObservationArrays,
+    Subjects,
+    baseline_notes,
+    derived_dose,
     m2ll_censored,
     m2ll_observed,
     pack_observations,
@@ -60,12 +63,14 @@ from .likelihood import (
 from .model import Model, load_model
 from .population_result import PopulationFit
 from .scales import SCALE_CODES, to_estimation
-from .solve import method_code
+from .solve import check_tolerances, method_code
 
 ANNEAL = 0.95
 TARGET_ACCEPTANCE = 0.4
 PSEUDO_END = 0.01  # SD the vanishing pseudo-random effect reaches at the end of exploration
 ERROR_START = {"sigma": 0.5, "b": 0.3, "a": 1.0}
+OMEGA_FLOOR = 1e-3  # smallest between-subject SD (estimation scale) SAEM lets an omega reach
+COLLAPSED = 1e-2  # an SD below this at the end is reported as collapsed (fixed, no SE)
 
 
 @dataclass
@@ -93,6 +98,8 @@ class Design:
     errors: dict[str, tuple[str, dict[str, float]]]
     start: np.ndarray
     block: bool
+    analytes: tuple[str, ...] | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -124,6 +131,9 @@ def fit_population(
     method: str | None = None,
     rtol: float = 1e-6,
     atol: float = 1e-9,
+    analytes: Any = None,
+    dvid: Any = None,
+    max_steps: int = 100_000,
 ) -> PopulationFit:
     """Fit a nonlinear mixed-effects model to a trial by SAEM.
 
@@ -138,19 +148,36 @@ def fit_population(
         omega: "diagonal" or "block" (full covariance among the random effects).
         params: start values and fixed flags, name -> value or {"value", "vary"}; omega
             starts from the model file's omegas (0.5 where none), name ``omega_<param>``.
-        seed: seed of every random draw (MCMC, importance sampling).
-        n_iter: (exploration, smoothing) iterations.
-        n_is: importance-sampling draws per subject for the −2LL.
+        seed: seed of every random draw (MCMC, importance sampling): a non-negative
+            integer (None is refused: a fit is reproducible).
+        n_iter: (exploration, smoothing) iterations, each an integer >= 1.
+        n_is: importance-sampling draws per subject for the −2LL (an integer >= 1).
         progress: show a progress bar (default: only on an interactive terminal).
-        method, rtol, atol: ODE solver and tolerances.
+        method, rtol, atol: ODE solver and tolerances (relative, in [1e-14, 1); absolute,
+            > 0, in the outputs' units).
+        analytes: fit only these analytes (a name or a list; None: every analyte in the
+            data).
+        dvid: ANALYTE / DVID value -> model output name, e.g. ``{1: "CART", 2: "VEGF"}``
+            (see :func:`cartpk.read_dataset`).
+        max_steps: the solver's step budget per subject and solve (an integer >= 1).
+
+    Between-subject SDs are kept above ``OMEGA_FLOOR`` (1e-3 on the estimation scale); one
+    that ends below ``COLLAPSED`` (0.01) is reported as collapsed in ``notes`` and in
+    ``summary()``, without an SE (the data do not determine that random effect).
 
     Returns:
         A :class:`cartpk.PopulationFit`.
     """
     model = model if isinstance(model, Model) else load_model(model)
-    ds = as_dataset(data)
-    design = build_design(model, ds, random, covariates, error, omega, params)
-    solver = np.array([method_code(model, method), rtol, atol, 100_000], dtype=np.float64)
+    seed = check_seed(seed)
+    n_is = check_count(n_is, "n_is")
+    check_tolerances(rtol, atol, max_steps)
+    if not (isinstance(n_iter, tuple | list) and len(n_iter) == 2):
+        raise FitError(f"n_iter {n_iter!r}: expected (exploration, smoothing) iterations")
+    n_iter = (check_count(n_iter[0], "n_iter[0]"), check_count(n_iter[1], "n_iter[1]"))
+    ds = as_dataset(data, dvid)
+    design = build_design(model, ds, random, covariates, error, omega, params, analytes)
+    solver = np.array([method_code(model, method), rtol, atol, max_steps], dtype=np.float64)
     run = Saem(design, solver, np.random.default_rng(seed), params or {})
     run.iterate(n_iter, progress)
     return run.result(ds, n_is, seed)
@@ -164,14 +191,15 @@ def build_design(
     error: Any,
     omega: str,
     params: dict[str, Any] | None,
+    analytes: Any = None,
 ) -> Design:
     """Check the request against the model and data; the covariate design matrix."""
     if len(ds.ids) < 2:
         raise FitError("a population fit needs at least 2 subjects")
     random = [random] if isinstance(random, str) else list(random)
     given = params or {}
-    obs = pack_observations(ds, model, list(ds.ids))
-    errors = error_spec(error, tuple(pd.unique(obs.analyte)))
+    obs = pack_observations(ds, model, list(ds.ids), analytes)
+    errors = error_spec(error, tuple(pd.unique(obs.analyte)), ds.analytes)
     allowed = {
         *model.param_names,
         *(f"omega_{n}" for n in model.param_names),
@@ -183,6 +211,10 @@ def build_design(
         raise FitError(f"unknown parameters {unknown}; {model.name} has {list(model.param_names)}")
     if omega not in ("diagonal", "block"):
         raise FitError(f"omega {omega!r}: expected 'diagonal' or 'block'")
+    for name, value in given.items():
+        sd = value.get("value") if isinstance(value, dict) else value
+        if name.startswith("omega_") and not (isinstance(sd, int | float) and 0 < sd < np.inf):
+            raise FitError(f"params {name} = {sd!r}: a start SD must be a number > 0")
     fixed = {n for n, p in model.parameters.items() if p.fixed}
     fixed |= {n for n, v in given.items() if isinstance(v, dict) and v.get("vary") is False}
     clash = [n for n in random if n in fixed]
@@ -194,6 +226,13 @@ def build_design(
     start = np.array(
         [start_value(given.get(n, p.value), p) for n, p in model.parameters.items()], dtype=float
     )
+    used = [
+        n
+        for names in (covariates or {}).values()
+        for n in ([names] if isinstance(names, str) else names)
+    ]
+    extra = [n for n in used if n not in model.covariates]
+    notes = [*obs.notes, *baseline_notes(ds, extra, Subjects(ds, obs.ids))]
     return Design(
         model=model,
         obs=obs,
@@ -203,6 +242,8 @@ def build_design(
         errors=errors,
         start=start,
         block=omega == "block",
+        analytes=None if analytes is None else tuple(pd.unique(obs.analyte)),
+        notes=notes,
     )
 
 
@@ -219,13 +260,21 @@ def covariate_columns(
 ) -> list[CovariateColumn]:
     """Design columns: log(COV/median) for continuous covariates, indicators otherwise."""
     table = ds.subject_covariates().reindex(ids) if ds.covariates else pd.DataFrame(index=ids)
+    if "DOSE" not in table:
+        dose = derived_dose(ds, Subjects(ds, ids))
+        if dose is not None:  # the dose infused at TIME 0, as the model's DOSE covariate
+            table = table.assign(DOSE=dose)
     columns = []
     for parameter, names in covariates.items():
         if model.parameters[parameter].fixed:
             raise FitError(f"covariate effect on {parameter}: the parameter is fixed")
         for name in [names] if isinstance(names, str) else list(names):
             if name not in table:
-                raise FitError(f"covariate {name!r} (on {parameter}) is not a column of the data")
+                derived = " nor derived from AMT at TIME 0" if name == "DOSE" else ""
+                raise FitError(
+                    f"covariate {name!r} (on {parameter}) is not a column of the data{derived} "
+                    f"(covariates: {', '.join(table.columns) or 'none'})"
+                )
             columns += design_columns(parameter, name, table[name])
     return columns
 
@@ -428,7 +477,7 @@ class Saem:
         if k < self.n_explore // 2:
             floor = ANNEAL**2 * np.diag(self.omega)
             np.fill_diagonal(new, np.maximum(np.diag(new), np.where(random, floor, 0.0)))
-        self.omega = new
+        self.omega = floored(new, random)
         self.update_error(k, gamma)
 
     def fixed_vector(self) -> tuple[np.ndarray, list[int], list[int]]:
@@ -532,6 +581,25 @@ class Saem:
         from .population_after import finish
 
         return finish(self, ds, n_is, seed)
+
+
+def floored(omega: np.ndarray, random: np.ndarray) -> np.ndarray:
+    """Omega with its random-effect block kept positive definite: eigenvalues (variances of
+    a diagonal Omega) of at least ``OMEGA_FLOOR`` squared, so that an SD the data do not
+    support collapses to the floor instead of to 0 (no Cholesky factor)."""
+    index = np.flatnonzero(random)
+    if index.size == 0:
+        return omega
+    block = omega[np.ix_(index, index)]
+    if not np.any(block - np.diag(np.diag(block))):
+        block = np.diag(np.maximum(np.diag(block), OMEGA_FLOOR**2))
+    else:
+        values, vectors = np.linalg.eigh((block + block.T) / 2)
+        if values.min() < OMEGA_FLOOR**2:
+            block = (vectors * np.maximum(values, OMEGA_FLOOR**2)) @ vectors.T
+    out = omega.copy()
+    out[np.ix_(index, index)] = block
+    return out
 
 
 def _interactive() -> bool:

@@ -35,7 +35,8 @@ IS_CHUNK = 20_000
 def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
     """Everything a PopulationFit holds, from the final SAEM state."""
     d = run.d
-    notes: list[str] = []
+    notes: list[str] = list(d.notes)
+    notes += collapsed_notes(run)
     design = d.mean(run.mu, run.theta)
     phi_mean = run.s_phi.copy()
     phi_sd = np.sqrt(np.maximum(run.s_phi_sq - run.s_phi**2, 0.0))
@@ -109,6 +110,36 @@ def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
     )
 
 
+def collapsed(run: Saem) -> list[int]:
+    """Indices (model parameter order) of random effects whose SD ended below
+    ``COLLAPSED``: the data do not determine them; they are reported without an SE."""
+    from .population import COLLAPSED
+
+    sd = np.sqrt(np.diag(run.omega))
+    return [
+        j
+        for j, name in enumerate(run.d.model.param_names)
+        if name in run.d.random and sd[j] < COLLAPSED
+    ]
+
+
+def collapsed_notes(run: Saem) -> list[str]:
+    """One note per collapsed between-subject SD (see :func:`collapsed`)."""
+    from .population import COLLAPSED, OMEGA_FLOOR
+
+    notes = []
+    for j in collapsed(run):
+        name = run.d.model.param_names[j]
+        sd = float(np.sqrt(run.omega[j, j]))
+        floor = " (the floor)" if sd <= OMEGA_FLOOR * (1 + 1e-9) else ""
+        notes.append(
+            f"SAEM: the between-subject SD of {name} collapsed to {sd:.2g}{floor}, below "
+            f"{COLLAPSED:g}: the data do not determine a random effect on {name}; it is "
+            f"reported as fixed, without an SE. Refit without {name} in random"
+        )
+    return notes
+
+
 def drift(run: Saem, names: list[str], covariance: np.ndarray | None) -> list[str]:
     """Parameters whose mean over the last quarter of the exploration phase is more than
     2 SE from the final estimate: the chain had not settled when smoothing began. Typical
@@ -161,7 +192,7 @@ def conditional_modes(run: Saem, ds: Dataset, design: np.ndarray, notes: list[st
             warnings.simplefilter("ignore", FitWarning)
             result = fit(
                 model, ds, id=subject, params=start, error=errors, priors=priors,
-                rtol=1e-8, atol=1e-10, standard_errors=False,
+                rtol=1e-8, atol=1e-10, standard_errors=False, analytes=d.analytes,
             )  # fmt: skip
         modes[i, random] = [result.estimation[model.param_names[j]] for j in random]
         if not result.success:
@@ -216,7 +247,8 @@ def fisher_covariance(
     names = d.model.param_names
     active = [j for j, n in enumerate(names) if n in d.estimated]
     random = [j for j, n in enumerate(names) if n in d.random]
-    blocks = omega_elements(random, d.block)
+    gone = collapsed(run)
+    blocks = omega_elements([j for j in random if j not in gone], d.block)
     errors = [
         (a, n) for a, (kind, fixed) in d.errors.items() for n in run.error[a] if n not in fixed
     ]
@@ -232,7 +264,8 @@ def fisher_covariance(
         if rows.size == 0:
             continue
         info += subject_information(run, i, rows, f[rows], J[rows], active, random, blocks, errors)
-    omega_index = [labels.index(omega_label(names, a, a)) for a in random]
+    kept = [j for j in random if j not in gone]
+    omega_index = [labels.index(omega_label(names, a, a)) for a in kept]
     try:
         covariance = np.linalg.inv(info)
     except np.linalg.LinAlgError:
@@ -241,7 +274,7 @@ def fisher_covariance(
     if np.any(np.diag(covariance) <= 0) or not np.all(np.isfinite(covariance)):
         notes.append("the Fisher information is not positive definite: no standard errors")
         return labels, None
-    for k, j in zip(omega_index, random, strict=True):
+    for k, j in zip(omega_index, kept, strict=True):
         # the variance element's SE turned into the SD's by the delta method
         sd = np.sqrt(run.omega[j, j])
         covariance[k, :] /= 2 * sd

@@ -7,8 +7,10 @@ model's initial state, restarts exactly at breakpoints and dose times, and repor
 output at the requested times. Times are in days; outputs are in the model's output units.
 
 Conventions: outputs are right-continuous (a time equal to a dose time sees the dose; the
-output at t = 0 sees the infusion built into the initial state and any dose at 0); times
-before 0 get the outputs of the initial state before any dose.
+output at t = 0 sees the infusion built into the initial state and any dose at 0).
+:func:`simulate` refuses times before 0: the model's initial state already holds the
+infusion, so it has no pre-infusion state to report (``solve_batch`` gives such times the
+initial state's outputs). A DOSE covariate must be > 0 CAR-T cells/kg, as in scenarios.
 """
 
 from __future__ import annotations
@@ -413,6 +415,14 @@ def _check_values(model: Model, ids: list[Any], p: np.ndarray) -> None:
         bad = np.flatnonzero(~np.isfinite(p[:, n_par + k]))
         if bad.size:
             raise ValueError(f"subject ID {ids[int(bad[0])]!r}: covariate {name} is not finite")
+        if name == "DOSE":
+            bad = np.flatnonzero(~(p[:, n_par + k] > 0))
+            if bad.size:
+                i = int(bad[0])
+                raise ValueError(
+                    f"subject ID {ids[i]!r}: DOSE = {p[i, n_par + k]:g}; a dose must be a "
+                    "positive number of CAR-T cells/kg"
+                )
 
 
 # --- times and doses from user input -----------------------------------------------------
@@ -433,6 +443,13 @@ def _one_times(values: Any, where: str) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(t))
     if bad.size:
         raise ValueError(f"{where}: entry {int(bad[0])} is {t[bad[0]]} (times must be finite)")
+    bad = np.flatnonzero(t < 0)
+    if bad.size:
+        raise ValueError(
+            f"{where}: entry {int(bad[0])} is {t[bad[0]]:g} days, before the infusion; times "
+            "must be >= 0 (day 0 is the infusion, which the model's initial state holds: it "
+            "has no pre-infusion state)"
+        )
     return np.sort(t)
 
 
@@ -538,8 +555,8 @@ def simulate(
             subject; parameters and covariates, e.g. ``{"rho": 0.9, "DOSE": 2e6}``, the rest
             typical); or a DataFrame with one row per subject: an optional ID column (else
             IDs 1..n), parameter and covariate columns (the rest typical/reference).
-        times: days, a 1-D array shared by all subjects or a dict {ID: array}; unsorted
-            times are sorted (in a copy).
+        times: days (>= 0: day 0 is the infusion), a 1-D array shared by all subjects or a
+            dict {ID: array}; unsorted times are sorted (in a copy).
         covariates: covariate values: a dict (all subjects) or a DataFrame with one row per
             subject (matched by its ID column, else in the order of ``params``); covariates
             drive the dose link (DOSE).
