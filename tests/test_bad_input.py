@@ -405,6 +405,22 @@ def test_collapsing_between_subject_sd_is_reported_not_a_crash() -> None:
     assert note[0] in pop.summary()
 
 
+def test_no_variability_at_all_ends_with_notes_not_a_cholesky_error() -> None:
+    """Item 4: six subjects sharing every parameter (only the dose differs, and dose_exp 1
+    accounts for it): with the defaults, SAEM used to raise "Matrix is not positive
+    definite"; now every SD is floored and said to have collapsed, and beta, which data to
+    day 90 do not determine, is held at its lower bound and said to be there (it used to
+    leave its bounds, 5e-13 < 1e-6)."""
+    pop, _ = quiet(fit_population, "ck_stein", trial(), seed=1)
+    for name in ("C0", "rho", "alpha"):
+        assert any(f"between-subject SD of {name} collapsed" in n for n in pop.notes)
+    beta = pop.fixed_effects.set_index("parameter").loc["beta", "estimate"]
+    assert 1e-6 <= beta < 1.1e-6
+    assert any("typical value of beta is at its lower bound 1e-06" in n for n in pop.notes)
+    effects = pop.fixed_effects.set_index("parameter")
+    assert effects.loc["C0", "estimate"] == pytest.approx(TRUTH["C0"], rel=0.1)
+
+
 def test_omega_floor_keeps_a_cholesky_factor() -> None:
     """Item 4: an SD of exactly 0 (or a block that lost definiteness) is floored."""
     from cartpk.population import OMEGA_FLOOR, floored

@@ -62,7 +62,7 @@ from .likelihood import (
 )
 from .model import Model, load_model
 from .population_result import PopulationFit
-from .scales import SCALE_CODES, to_estimation
+from .scales import SCALE_CODES, estimation_bounds, to_estimation
 from .solve import check_tolerances, method_code
 
 ANNEAL = 0.95
@@ -322,6 +322,10 @@ class Saem:
         self.lower = np.array([p.lower for p in pars])
         self.upper = np.array([p.upper for p in pars])
         self.mu = design.start.copy()
+        # typical values stay within the model file's bounds (on the estimation scale)
+        self.mu_bounds = np.array(
+            [estimation_bounds(p.scale, p.lower, p.upper, p.lower, p.upper) for p in pars]
+        )
         self.theta = np.zeros(len(design.columns))
         n_par = len(pars)
         self.active = np.array([n in design.estimated for n in model.param_names])
@@ -463,7 +467,7 @@ class Saem:
             cols = [c for c in d.columns if c.parameter == name]
             X = np.column_stack([np.ones(d.n), *[c.values for c in cols]])
             beta = np.linalg.lstsq(X, self.s_phi[:, j], rcond=None)[0]
-            self.mu[j] = beta[0]
+            self.mu[j] = np.clip(beta[0], *self.mu_bounds[j])
             coefficients.update(zip([c.label for c in cols], beta[1:], strict=True))
         self.theta = np.array([coefficients[c.label] for c in d.columns])
         mean = d.mean(self.mu, self.theta)
@@ -524,7 +528,9 @@ class Saem:
         )
         step = 1.0 if first else gamma
         best = start + step * (found.x - start)
-        self.mu[fixed], self.theta[cols] = best[: len(fixed)], best[len(fixed) :]
+        low, high = self.mu_bounds[fixed].T
+        self.mu[fixed] = np.clip(best[: len(fixed)], low, high)
+        self.theta[cols] = best[len(fixed) :]
         return True
 
     def update_error(self, k: int, gamma: float) -> None:

@@ -30,13 +30,14 @@ if TYPE_CHECKING:
 
 IS_DF = 5
 IS_CHUNK = 20_000
+AT_BOUND = 0.02  # a typical value this close to a bound (estimation scale) is said to be at it
 
 
 def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
     """Everything a PopulationFit holds, from the final SAEM state."""
     d = run.d
     notes: list[str] = list(d.notes)
-    notes += collapsed_notes(run)
+    notes += collapsed_notes(run) + bound_notes(run)
     design = d.mean(run.mu, run.theta)
     phi_mean = run.s_phi.copy()
     phi_sd = np.sqrt(np.maximum(run.s_phi_sq - run.s_phi**2, 0.0))
@@ -140,6 +141,26 @@ def collapsed_notes(run: Saem) -> list[str]:
     return notes
 
 
+def bound_notes(run: Saem) -> list[str]:
+    """One note per estimated typical value that ended at (within ``AT_BOUND`` on the
+    estimation scale of) a bound of the model file, where SAEM holds it."""
+    notes = []
+    for j, name in enumerate(run.d.model.param_names):
+        if name not in run.d.estimated:
+            continue
+        low, high = run.mu_bounds[j]
+        for edge, word in ((low, "lower"), (high, "upper")):
+            if np.isfinite(edge) and abs(run.mu[j] - edge) <= AT_BOUND:
+                p = run.d.model.parameters[name]
+                value = p.lower if word == "lower" else p.upper
+                notes.append(
+                    f"SAEM: the typical value of {name} is at its {word} bound {value:g} "
+                    f"(model {run.d.model.name}): the data do not determine it; fix it "
+                    f"(params={{{name!r}: {{'value': ..., 'vary': False}}}}) or widen the bounds"
+                )
+    return notes
+
+
 def drift(run: Saem, names: list[str], covariance: np.ndarray | None) -> list[str]:
     """Parameters whose mean over the last quarter of the exploration phase is more than
     2 SE from the final estimate: the chain had not settled when smoothing began. Typical
@@ -182,11 +203,12 @@ def conditional_modes(run: Saem, ds: Dataset, design: np.ndarray, notes: list[st
             for j, (name, p) in enumerate(model.parameters.items())
         }
         start = {
-            name: {"value": float(to_natural(run.s_phi[i, j], p.scale, p.lower, p.upper))}
+            name: {"value": inside(to_natural(run.s_phi[i, j], p.scale, p.lower, p.upper), p)}
             if j in random
             else {"value": natural[name], "vary": False}
             for j, (name, p) in enumerate(model.parameters.items())
         }
+        natural = {name: inside(value, model.parameters[name]) for name, value in natural.items()}
         priors = {model.param_names[j]: (natural[model.param_names[j]], sd[j]) for j in random}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FitWarning)
@@ -198,6 +220,12 @@ def conditional_modes(run: Saem, ds: Dataset, design: np.ndarray, notes: list[st
         if not result.success:
             notes.append(f"ID {subject}: conditional mode not converged ({result.message})")
     return modes
+
+
+def inside(value: float, p) -> float:
+    """A natural-scale value moved into its parameter's bounds (a start for an individual
+    fit: an individual parameter on a log scale can stray beyond them)."""
+    return float(np.clip(value, p.lower, p.upper))
 
 
 def importance_sampling(
