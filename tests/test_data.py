@@ -96,6 +96,14 @@ def test_sorted_by_id_then_time_with_original_rows() -> None:
         (table(TIME=[0, 7, 7, 0, 7, 28]), r"column TIME: duplicate observation.* \(rows 2, 3\)"),
         (table().iloc[:0], r"the table has no rows"),
         (table(id=[1] * 6), r"columns ID appear more than once"),
+        (table(DV=[5, np.inf, 40, 6, 1, 5]), r"column DV: value is not finite .*\(row 2\)"),
+        (table(LLOQ=[1, 1, np.inf, 1, 1, 1]), r"column LLOQ: value is not finite .*\(row 3\)"),
+        (table(ANALYTE=["CART", ".", "CART", "CART", "CART", "CART"]), r"ANALYTE: missing .*row 2"),
+        (
+            table(EVID=[0, 0, 0, 0, 1, 0], AMT=[np.nan, np.nan, np.nan, np.nan, 1e6, np.nan]),
+            r"column TIME: the first dose record \(EVID=1\) is not at TIME 0 \(ID 2 at TIME 7\)"
+            r".* \(row 5\)",
+        ),
     ],
 )
 def test_bad_input_is_named(frame: pd.DataFrame, pattern: str) -> None:
@@ -232,3 +240,23 @@ def test_columns_are_read_only_arrays_of_the_frame() -> None:
         np.testing.assert_array_equal(values, ds.frame[name].to_numpy())
         with pytest.raises(ValueError, match="read-only"):
             values[0] = values[1]
+
+
+def test_dots_mean_missing_where_a_column_does_not_apply() -> None:
+    """NONMEM's "." in DV and ANALYTE of a dose row, AMT of observation rows, a covariate."""
+    ds = read_dataset(
+        table(
+            TIME=[0.0, 0.0, 28.0, 0.0, 7.0, 28.0],
+            DV=[".", "5", "40", "6", "1200", "55"],
+            EVID=[1, 0, 0, 0, 0, 0],
+            MDV=[1, 0, 0, 0, 0, 0],
+            AMT=["2e6", ".", ".", ".", ".", "."],
+            DVID=[".", 1, 1, 1, 1, 1],
+            WT=["70", "70", ".", "80", "80", "80"],
+        ),
+        dvid={1: "CART"},
+    )
+    assert ds.analytes == ("CART",)
+    assert ds.frame["DV"].isna().tolist() == [True] + [False] * 5
+    assert ds.frame["AMT"].tolist()[0] == 2e6 and ds.frame["AMT"].isna().sum() == 5
+    assert ds.frame["WT"].dtype == np.float64 and ds.subject_covariates()["WT"].tolist() == [70, 80]
