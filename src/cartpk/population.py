@@ -38,6 +38,7 @@ depend on the number of threads.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,7 @@ import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 from tqdm.auto import tqdm
 
-from .data import Dataset, as_dataset
+from .data import Dataset, as_dataset, shown
 from .errors import FitError
 from .fit import check_count, check_seed, error_spec
 from .likelihood import (
@@ -172,9 +173,16 @@ def fit_population(
     seed = check_seed(seed)
     n_is = check_count(n_is, "n_is")
     check_tolerances(rtol, atol, max_steps)
-    if not (isinstance(n_iter, tuple | list) and len(n_iter) == 2):
-        raise FitError(f"n_iter {n_iter!r}: expected (exploration, smoothing) iterations")
-    n_iter = (check_count(n_iter[0], "n_iter[0]"), check_count(n_iter[1], "n_iter[1]"))
+    whole = [
+        isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_) and v >= 1
+        for v in (n_iter if isinstance(n_iter, tuple | list) else ())
+    ]
+    if len(whole) != 2 or not all(whole):
+        raise FitError(
+            f"n_iter {shown(n_iter)}: both phases need at least 1 iteration (expected "
+            "(exploration, smoothing), two integers >= 1)"
+        )
+    n_iter = (int(n_iter[0]), int(n_iter[1]))
     ds = as_dataset(data, dvid)
     design = build_design(model, ds, random, covariates, error, omega, params, analytes)
     solver = np.array([method_code(model, method), rtol, atol, max_steps], dtype=np.float64)
