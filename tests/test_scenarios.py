@@ -231,6 +231,25 @@ def test_dask_cluster_of_processes_gives_identical_results(vegf: Model) -> None:
     pd.testing.assert_frame_equal(run.patients, reference, check_exact=True)
 
 
+@pytest.mark.slow
+def test_process_cluster_streams_the_same_file(vegf: Model, tmp_path: Path) -> None:
+    """Two worker processes, one thread each, each task drawing its own patients: the
+    streamed file equals the local in-memory table (two random blocks)."""
+    pytest.importorskip("pyarrow")
+    distributed = pytest.importorskip("dask.distributed")
+    kwargs = {"doses": [1e6, 3e6], "n": 1500, "seed": 24}
+    reference = scenarios(vegf, **kwargs).patients
+    path = tmp_path / "patients.parquet"
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        scenarios(vegf, scheduler=client, chunk_size=250, write=path, **kwargs)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), reference, check_exact=True)
+
+
 def test_dask_missing_names_the_extra(stein: Model, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "dask", None)
     with pytest.raises(ImportError, match=r"cartpk\[dask\]"):
@@ -451,6 +470,9 @@ def test_population_fit_source(stein: Model) -> None:
         ({"response": True}, ValueError, r"ck_stein has no VEGF output"),
         ({"chunk_size": 0}, ValueError, r"chunk_size 0"),
         ({"scheduler": "spark"}, ValueError, r"scheduler 'spark'"),
+        ({"seed": -1}, ValueError, r"seed -1: expected an integer >= 0"),
+        ({"write": "patients.csv"}, ValueError, r"per-patient file is Parquet"),
+        ({"write": "/no/such/dir/p.parquet"}, ValueError, r"folder '/no/such/dir' does not"),
     ],
 )
 def test_bad_input_is_named(stein: Model, kwargs: dict, error: type, match: str) -> None:
@@ -477,3 +499,89 @@ def test_bad_population_is_named(stein: Model, vegf: Model, decay: Model) -> Non
         scenarios(vegf, n=5, times=np.linspace(0, 20, 81))
     with pytest.raises(ValueError, match="only for a model source"):
         scenarios(Population.from_model(stein), n=5, omega={"rho": 0.1})
+
+
+# --- streaming, reproducibility at any chunking, failures ----------------------------------
+
+
+def test_streamed_parquet_and_chunking_give_identical_tables(vegf: Model, tmp_path: Path) -> None:
+    """1005 patients span two random blocks: chunk sizes 7, 1000 and the default, the
+    default dask scheduler and an in-process dask cluster, and the table streamed to
+    Parquet, all give the same table bit for bit, and the same summary."""
+    pytest.importorskip("pyarrow")
+    kwargs = {"doses": [1e6, 3e6], "n": 1005, "seed": 21}
+    reference = scenarios(vegf, **kwargs)
+    table = reference.patients
+    assert table["ID"].tolist() == [*range(1, 1006)] * 2
+    assert (table["status"] == 0).all() and table["time_to_pr"].notna().any()
+    runs = [
+        scenarios(vegf, chunk_size=7, **kwargs).patients,
+        scenarios(vegf, chunk_size=1000, **kwargs).patients,
+        scenarios(vegf, scheduler="dask", chunk_size=400, **kwargs).patients,
+    ]
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2) as client:
+        runs.append(scenarios(vegf, scheduler=client, chunk_size=333, **kwargs).patients)
+    path = tmp_path / "patients.parquet"
+    streamed = scenarios(vegf, chunk_size=300, write=path, **kwargs)
+    assert streamed.path == path and streamed._table is None
+    assert not (tmp_path / "patients.parquet.partial").exists()
+    runs.append(pd.read_parquet(path))
+    for run in runs:
+        pd.testing.assert_frame_equal(run, table, check_exact=True)
+    pd.testing.assert_frame_equal(streamed.summary(), reference.summary(), check_exact=True)
+    pd.testing.assert_frame_equal(
+        streamed.bands("VEGF", [0.0, 28.0]), reference.bands("VEGF", [0.0, 28.0])
+    )
+    written = pd.read_csv(streamed.to_csv(tmp_path / "patients.csv"))
+    np.testing.assert_array_equal(written["cmax"], table["cmax"])
+
+
+def test_first_patients_do_not_depend_on_n(stein: Model) -> None:
+    """Block draws: the first 300 patients of a run of 1200 are those of a run of 300."""
+    small = scenarios(stein, doses=[1e6], n=300, seed=22, interval=(0, 1)).patients
+    large = scenarios(stein, doses=[1e6], n=1200, seed=22, interval=(0, 1)).patients
+    pd.testing.assert_frame_equal(large.iloc[:300], small, check_exact=True)
+    assert large["C0"].nunique() == 1200
+
+
+def test_forced_failures_are_counted_named_and_kept(
+    vegf: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step budget of 5 fails every patient: each is kept (NaN, status 1), counted in
+    n_failed, named in failures(), notes, both figure titles and the CLI's warning, and
+    written to the streamed file."""
+    pytest.importorskip("pyarrow")
+    kwargs = {"doses": [1e6, 2e6], "n": 12, "seed": 23, "max_steps": 5}
+    path = tmp_path / "failed.parquet"
+    for result in (scenarios(vegf, **kwargs), scenarios(vegf, write=path, **kwargs)):
+        table = result.patients
+        assert len(table) == 24 and (table["status"] == 1).all()
+        assert table[["cmax", "tmax", "auc_0_28", "time_to_pr"]].isna().all().all()
+        assert table["pr_28"].isna().all() and (table["solver"] == "rodas").all()
+        assert len(result.failed) == 24
+        summary = result.summary()
+        assert summary["n_failed"].tolist() == [12, 12] and summary["cmax_median"].isna().all()
+        failures = result.failures()
+        assert failures["n"].tolist() == [12, 12]
+        assert set(failures["reason"]) == {"step budget (max_steps) exceeded"}
+        assert "24 of 24 patient-doses could not be solved" in result.notes[0]
+        assert "step budget (max_steps) exceeded: 24" in result.notes[0]
+        figure = result.plot_exposure(tmp_path / "exposure.png")
+        title = figure._suptitle.get_text()
+        assert "24 patient-doses not solved (step budget (max_steps) exceeded: 24)" in title
+        figure = result.plot_bands(tmp_path / "bands.png")
+        assert "24 patient-doses not solved" in figure.axes[0].get_title()
+    assert len(pd.read_parquet(path)) == 24
+
+    from typer.testing import CliRunner
+
+    from cartpk.cli import app
+
+    module = sys.modules["cartpk.scenarios"]  # the package's `scenarios` is the function
+    original = module.scenarios
+    monkeypatch.setattr(module, "scenarios", lambda *a, **k: original(*a, **k, max_steps=5))
+    run = CliRunner().invoke(app, ["scenarios", "ck_vegf", "--doses", "1e6,2e6", "--n", "6"])
+    assert run.exit_code == 0, run.output
+    assert "warning: 12 of 12 patient-doses could not be solved" in run.stderr
+    assert "step budget (max_steps) exceeded: 12" in run.stderr

@@ -33,6 +33,7 @@ def plot_exposure(
     output: str,
     unit: str,
     path: str | PathLike[str] | None = None,
+    note: str | None = None,
 ) -> Figure:
     """One panel per metric (cmax, tmax, AUC): a box per dose, whiskers at 5-95 %.
 
@@ -42,6 +43,8 @@ def plot_exposure(
             are drawn on a log axis.
         output, unit: the output's name and unit, for the axis labels.
         path: where to save the figure, or None.
+        note: appended to the title (e.g. how many patient-doses could not be solved and
+            why); None: the count of rows with status != 0.
     """
     solved = patients[patients["status"] == 0]
     doses = list(dict.fromkeys(patients["DOSE"]))
@@ -51,13 +54,14 @@ def plot_exposure(
         data = [solved.loc[solved["DOSE"] == d, metric].to_numpy(dtype=float) for d in doses]
         ax.boxplot(data, whis=(5, 95), showfliers=False, medianprops={"color": "black"})
         ax.set_xticks(range(1, len(doses) + 1), [dose_label(d) for d in doses])
-        if metric != "tmax":
-            ax.set_yscale("log")
+        if metric != "tmax" and any((values > 0).any() for values in data):
+            ax.set_yscale("log")  # not when no patient was solved: nothing to draw
         ax.set_title(f"{output} {metric} ({units.get(metric, f'{unit}·day')})", fontsize=10)
         ax.set_xlabel("dose")
         ax.grid(alpha=0.3, which="both", axis="y")
-    failed = len(patients) - len(solved)
-    note = f"; {failed} not solved, left out" if failed else ""
+    if note is None:
+        failed = len(patients) - len(solved)
+        note = f"; {failed} not solved, left out" if failed else ""
     fig.suptitle(f"{len(patients) // len(doses)} virtual patients per dose{note}", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path)
@@ -91,7 +95,7 @@ def plot_bands(
             ax.axhline(
                 normal, color="grey", ls="--", lw=1, label=f"upper limit of normal {normal:g}"
             )
-        if log:
+        if log and (bands["p5"] > 0).any():
             ax.set_yscale("log")
         unit = units.get(name)
         ax.set_ylabel(f"{name} ({unit})" if unit else name)

@@ -1,17 +1,22 @@
 """Dose scenarios and virtual trials: the same virtual patients at several doses.
 
 A :class:`Population` (typical values, between-subject variability, covariate effects) is
-sampled once: every virtual patient gets random effects and covariates drawn from one
-``numpy.random.default_rng(seed)``, and then each scenario dose is given to the same
+sampled in fixed blocks of RANDOM_BLOCK patients: block k (patients k·RANDOM_BLOCK + 1, ...)
+takes its random effects, then its covariates, from its own child stream
+``numpy.random.default_rng(SeedSequence(seed, spawn_key=(k,)))``. Any chunk of patients (or
+a dask task) can so draw its own patients, and each scenario dose is given to the same
 patients (common random numbers), so that dose comparisons are paired. For every patient
 and dose the result holds the individual parameters, the covariates, the model-based
 exposure of one output (cmax, tmax, AUC over an interval, located on the continuous ODE
 solution by the numba kernel behind :func:`cartpk.exposure`) and, for models with a
 biomarker, the biomarker response (partial/complete response by a day and the time to it).
 
-Work is split into chunks of patients that can run in the calling process or as
-``dask.delayed`` tasks on a cluster; every patient is solved on its own, so the numbers do
-not depend on the chunking, the scheduler or the number of numba threads.
+Work is split into tasks of one dose and a chunk of patients that run in the calling
+process or as dask tasks on a cluster (a bounded number in flight); every patient is drawn
+from its block and solved on its own, so the numbers do not depend on the chunking, the
+scheduler or the number of numba threads. With ``write=`` each task's per-patient rows are
+streamed to a Parquet file as they arrive and only the exposure metrics stay in memory, so
+a million patients need no more memory than a thousand (beyond 28 bytes per patient-dose).
 
 Times are in days, doses in CAR-T cells/kg (the model's ``DOSE`` covariate), exposure in
 the output's unit (cmax) and unit·day (AUC).
@@ -19,12 +24,15 @@ the output's unit (cmax) and unit·day (AUC).
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from os import PathLike
+from itertools import islice
+from os import PathLike, cpu_count
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -50,6 +58,13 @@ VEGF_ULN = 1040.0
 LOCAL_CHUNK = 10_000
 #: Patients per dask task when the caller gives no chunk size.
 DASK_CHUNK = 1_000
+#: Patients per block of random draws (each block its own seeded child stream). Part of the
+#: seed -> patients mapping: changing it changes the patients of every seed.
+RANDOM_BLOCK = 1_000
+#: Dask tasks in flight per worker thread (results are written in task order).
+DASK_WINDOW = 2
+#: Patients per dose whose curves make the prediction bands (the first ones, re-drawn).
+BAND_PATIENTS = 10_000
 #: Default output grid (days): detection of biomarker crossings and prediction bands.
 DEFAULT_TIMES = np.linspace(0.0, 90.0, 361)
 #: Refinement of biomarker crossings on the ODE solution: pieces per bracket, rounds.
@@ -503,6 +518,7 @@ def scenarios(
     max_steps: int = 100_000,
     chunk_size: int | None = None,
     scheduler: Any = None,
+    write: str | PathLike[str] | None = None,
 ) -> ScenarioResult:
     """Simulate the same ``n`` virtual patients at each dose.
 
@@ -522,8 +538,11 @@ def scenarios(
         times: output grid in days (sorted, from 0) on which biomarker crossings are
             bracketed and that :meth:`ScenarioResult.bands` uses by default; None:
             0-90 days every 0.25 day. Crossings are then located on the ODE solution.
-        seed: seed of ``numpy.random.default_rng``: random effects are drawn first, then
-            covariates; the same seed gives the same patients.
+        seed: an integer >= 0. Patients are drawn in blocks of RANDOM_BLOCK (1000), block k
+            from ``default_rng(SeedSequence(seed, spawn_key=(k,)))``, random effects first,
+            then covariates: the same seed gives the same patients at any chunk size,
+            thread count or scheduler, and the first m patients of a run are the same for
+            any n >= m.
         omega: between-subject SDs replacing the model file's (model sources only).
         output: the output whose cmax, tmax and AUC are reported.
         interval: (start, end) days of the exposure window; AUC column ``auc_<start>_<end>``.
@@ -537,7 +556,16 @@ def scenarios(
         scheduler: None (this process), ``"dask"`` (``dask.compute`` on the current dask
             scheduler, e.g. a running ``dask.distributed.Client``) or a
             ``dask.distributed.Client``: chunks run as ``dask.delayed`` tasks, with
-            identical results. Needs the ``cartpk[dask]`` extra.
+            identical results. Needs the ``cartpk[dask]`` extra. At most DASK_WINDOW
+            tasks per worker thread are in flight, and their results are taken in order.
+        write: a Parquet file (``.parquet``) to stream the per-patient table to, chunk by
+            chunk, instead of keeping it in memory (needs pyarrow, the ``cartpk[parquet]``
+            extra). The file has the rows and columns of ``patients`` in the same order;
+            it is written as ``<name>.partial`` and renamed when the run is complete. The
+            result then keeps, per patient-dose, cmax, tmax and AUC (float64), status,
+            solver and the two response flags (int8): 28 bytes, plus the rows of patients
+            that could not be solved; ``summary``, ``failures``, ``bands`` and the figures
+            work from those (``patients`` reads the file back).
 
     Returns:
         A :class:`ScenarioResult`.
@@ -551,22 +579,63 @@ def scenarios(
     dose_values = _checked_doses(doses)
     _check_dose_link(population)
     n = _checked_count(n)
-    if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        raise ValueError(f"seed {seed!r}: expected an integer")
+    if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed >= 0):
+        raise ValueError(f"seed {seed!r}: expected an integer >= 0")
     grid = _checked_times(times)
     criteria = _response(model, response, grid)
     check_tolerances(rtol, atol, max_steps)
     settings = _settings(model, output, interval, grid, criteria, method, rtol, atol, max_steps)
-    rng = np.random.default_rng(seed)
-    etas = population.draw_etas(n, rng)
-    drawn = _draw_covariates(population, covariates, n, rng)
-    params, packed = _per_dose(population, etas, drawn, dose_values)
-    results = _run(model, packed, settings, chunk_size, scheduler)
+    if isinstance(covariates, Dataset | pd.DataFrame):
+        covariates = _subject_values(covariates, population.covariates_needed)
     auc_column = _interval(interval)[2]
-    patients = _patients_table(model, dose_values, n, params, drawn, results, auc_column, criteria)
-    return ScenarioResult(
-        population, dose_values, patients, packed, output, auc_column, criteria, settings
+    source = _KernelSource(model.name, model.source_code)
+    job = _Job(
+        population, covariates, dose_values, n, int(seed), settings, source, auc_column, criteria
     )
+    job.draw(0, 1)  # bad covariate specifications fail here, before any task
+    path = _parquet_path(write)
+    sink = _Sink(n, dose_values.size, path)
+    try:
+        _run(job, chunk_size, scheduler, sink)
+    except BaseException:
+        sink.close(ok=False)
+        raise
+    sink.close(ok=True)
+    table = sink.table()
+    columns = table.columns if table is not None else sink.schema.names
+    return ScenarioResult(
+        population,
+        dose_values,
+        output,
+        auc_column,
+        criteria,
+        settings,
+        job,
+        sink.kept,
+        table,
+        sink.failures(pd.Index(columns)),
+        path,
+    )
+
+
+def _parquet_path(write: Any) -> Path | None:
+    if write is None:
+        return None
+    if not isinstance(write, str | PathLike):
+        raise ValueError(f"write: expected a file path (.parquet), got {type(write).__name__}")
+    path = Path(write)
+    if path.suffix.lower() != ".parquet":
+        raise ValueError(f"write: {str(path)!r}; the per-patient file is Parquet (.parquet)")
+    if not path.parent.is_dir():
+        raise ValueError(f"write: folder {str(path.parent)!r} does not exist")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "write: pyarrow is not installed; install the extra with "
+            "`pip install 'cartpk[parquet]'`"
+        ) from None
+    return path
 
 
 def _settings(
@@ -698,7 +767,9 @@ def _draw_covariates(
     if covariates is None:
         drawn = {}
     elif isinstance(covariates, Dataset | pd.DataFrame):
-        drawn = _resample(covariates, needed, n, rng)
+        drawn = _resample(_subject_values(covariates, needed), n, rng)
+    elif isinstance(covariates, _Resampled):
+        drawn = _resample(covariates, n, rng)
     elif isinstance(covariates, Mapping):
         drawn = {name: _draw_one(name, spec, n, rng, needed) for name, spec in covariates.items()}
     else:
@@ -748,14 +819,17 @@ def _draw_one(
     return values
 
 
-def _resample(
-    source: Dataset | pd.DataFrame, needed: tuple[str, ...], n: int, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
+def _resample(source: _Resampled, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Resample subjects (with replacement) and take their values of the needed covariates."""
+    rows = rng.integers(0, source.size, size=n)
+    return {name: values[rows] for name, values in source.values.items()}
+
+
+def _subject_values(source: Dataset | pd.DataFrame, needed: tuple[str, ...]) -> _Resampled:
+    """The subjects' values of the needed covariates (checked numeric), to resample from."""
     table = _subject_table(source)
     upper = {str(c).upper(): c for c in table.columns}
     columns = {name: upper[name.upper()] for name in needed if name.upper() in upper}
-    rows = rng.integers(0, len(table), size=n)
     drawn = {}
     for name, column in columns.items():
         values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
@@ -765,8 +839,8 @@ def _resample(
             raise DataError(
                 f"covariates: column {column!r} is missing or not numeric for subject(s) {who}"
             )
-        drawn[name] = values[rows]
-    return drawn
+        drawn[name] = values
+    return _Resampled(drawn, len(table))
 
 
 def _subject_table(source: Dataset | pd.DataFrame) -> pd.DataFrame:
@@ -787,77 +861,213 @@ def _subject_table(source: Dataset | pd.DataFrame) -> pd.DataFrame:
     return source.subject_covariates()
 
 
-def _per_dose(
-    population: Population,
-    etas: np.ndarray,
-    drawn: dict[str, np.ndarray],
-    doses: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Individual parameters and packed ``p`` rows, dose-major: (len(doses) * n, ...)."""
-    model = population.model
-    n = etas.shape[0]
-    params, packed = [], []
-    for dose in doses:
-        values = {**drawn, "DOSE": np.full(n, dose)}
-        par = population.individual(etas, values)
-        cov = {name: values[name] for name in model.covariate_names}
-        params.append(par)
-        packed.append(model.pack(par, cov))
-    return np.vstack(params), np.vstack(packed)
+@dataclass(frozen=True, eq=False)
+class _Resampled:
+    """Covariate values of the subjects of a dataset, resampled with replacement."""
+
+    values: dict[str, np.ndarray]
+    size: int
 
 
-def _run(
-    model: Model, packed: np.ndarray, settings: _Settings, chunk_size: Any, scheduler: Any
-) -> dict[str, np.ndarray]:
-    """Solve all rows of ``packed`` in chunks, here or on dask; results concatenated."""
+@dataclass(frozen=True, eq=False)
+class _Job:
+    """Everything a task needs to draw and solve its patients: picklable (the model holds
+    no loaded kernels when it goes to dask)."""
+
+    population: Population
+    covariates: Any
+    doses: np.ndarray
+    n: int
+    seed: int
+    settings: _Settings
+    source: _KernelSource
+    auc_column: str
+    criteria: Response | None
+
+    def draw(self, lo: int, hi: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Random effects and covariates of patients lo..hi-1 (0-based), from their blocks."""
+        etas, drawn = [], []
+        for block in range(lo // RANDOM_BLOCK, (hi - 1) // RANDOM_BLOCK + 1):
+            first = block * RANDOM_BLOCK
+            rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(block,)))
+            e = self.population.draw_etas(RANDOM_BLOCK, rng)
+            c = _draw_covariates(self.population, self.covariates, RANDOM_BLOCK, rng)
+            part = slice(max(lo, first) - first, min(hi, first + RANDOM_BLOCK) - first)
+            etas.append(e[part])
+            drawn.append({name: values[part] for name, values in c.items()})
+        names = drawn[0].keys()
+        return np.vstack(etas), {k: np.concatenate([d[k] for d in drawn]) for k in names}
+
+    def patients(self, d: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Individual parameters, packed ``p`` rows and covariates of patients lo..hi-1 at
+        dose number d."""
+        model = self.population.model
+        etas, drawn = self.draw(lo, hi)
+        values = {**drawn, "DOSE": np.full(hi - lo, self.doses[d])}
+        params = self.population.individual(etas, values)
+        packed = model.pack(params, {name: values[name] for name in model.covariate_names})
+        return params, packed, drawn
+
+
+#: Per patient-dose values a result keeps in memory (the rest goes to the table or file).
+_KEPT = {
+    "cmax": np.float64,
+    "tmax": np.float64,
+    "auc": np.float64,
+    "status": np.int8,
+    "method": np.int8,
+    "pr": np.int8,
+    "cr": np.int8,
+}
+
+
+def _run_task(job: _Job, d: int, lo: int, hi: int) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Patients lo..hi-1 at dose number d: the kept values and their rows of the table."""
+    params, packed, drawn = job.patients(d, lo, hi)
+    results = _run_chunk(job.source, packed, job.settings)
+    model = job.population.model
+    ids = np.arange(lo + 1, hi + 1)
+    table = _patients_table(
+        model, job.doses[d], ids, params, drawn, results, job.auc_column, job.criteria
+    )
+    kept = {key: results[key] for key in ("cmax", "tmax", "auc", "status", "method")}
+    kept["pr"] = kept["cr"] = np.full(hi - lo, -1)  # -1: not available
+    if job.criteria is not None:
+        ok, by = results["status"] == 0, job.criteria.by
+        kept["pr"] = np.where(ok, results["time_to_pr"] <= by, -1)
+        kept["cr"] = np.where(ok & results["cr_evaluable"], results["time_to_cr"] <= by, -1)
+    return kept, table
+
+
+def _task_bounds(n: int, n_doses: int, chunk_size: Any, scheduler: Any) -> list[tuple]:
+    """(dose number, first patient, end) of every task, dose-major: the table's order."""
     if chunk_size is not None and not (
         isinstance(chunk_size, numbers.Integral) and not isinstance(chunk_size, bool)
     ):
         raise ValueError(f"chunk_size {chunk_size!r}: expected a positive integer")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size {chunk_size!r}: expected a positive integer")
-    source = _KernelSource(model.name, model.source_code)
-    source.load()  # compile (or load from the disk cache) once, before any task
-    default = LOCAL_CHUNK if scheduler is None else DASK_CHUNK
-    size = int(chunk_size or default)
-    bounds = [(lo, min(lo + size, packed.shape[0])) for lo in range(0, packed.shape[0], size)]
+    size = int(chunk_size or (LOCAL_CHUNK if scheduler is None else DASK_CHUNK))
+    return [(d, lo, min(lo + size, n)) for d in range(n_doses) for lo in range(0, n, size)]
+
+
+def _run(job: _Job, chunk_size: Any, scheduler: Any, sink: _Sink) -> None:
+    """Run every task, here or on dask, and hand the results to ``sink`` in task order."""
+    tasks = _task_bounds(job.n, job.doses.size, chunk_size, scheduler)
+    job.source.load()  # compile (or load from the disk cache) once, before any task
     if scheduler is None:
-        parts = [_run_chunk(source, packed[lo:hi], settings) for lo, hi in bounds]
-    else:
-        parts = _run_dask(source, packed, settings, bounds, scheduler)
-    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        for task in tasks:
+            sink.add(task, *_run_task(job, *task))
+        return
+    for task, result in zip(tasks, _run_dask(job, tasks, scheduler), strict=True):
+        sink.add(task, *result)
 
 
-def _run_dask(source, packed, settings, bounds, scheduler) -> list[dict[str, np.ndarray]]:
+def _run_dask(job: _Job, tasks: list[tuple], scheduler: Any):
+    """Task results in order, at most DASK_WINDOW per worker thread in flight."""
     try:
         import dask
     except ImportError:
         raise ImportError(
             "scheduler: dask is not installed; install the extra with `pip install 'cartpk[dask]'`"
         ) from None
-    tasks = [dask.delayed(_run_chunk)(source, packed[lo:hi], settings) for lo, hi in bounds]
+    remote = replace(job, population=_without_kernels(job.population))
     if isinstance(scheduler, str):
         if scheduler != "dask":
             raise ValueError(f"scheduler {scheduler!r}: expected None, 'dask' or a dask Client")
-        return list(dask.compute(*tasks))
-    if not (hasattr(scheduler, "compute") and hasattr(scheduler, "gather")):
+        window = DASK_WINDOW * (cpu_count() or 1)
+        for lo in range(0, len(tasks), window):
+            batch = [dask.delayed(_run_task)(remote, *task) for task in tasks[lo : lo + window]]
+            yield from dask.compute(*batch)
+        return
+    if not (hasattr(scheduler, "submit") and hasattr(scheduler, "scatter")):
         raise ValueError(
             f"scheduler: expected None, 'dask' or a dask.distributed Client, got "
             f"{type(scheduler).__name__}"
         )
-    return list(scheduler.gather(scheduler.compute(tasks)))
+    window = DASK_WINDOW * max(sum(scheduler.nthreads().values()), 1)
+    shared = scheduler.scatter(remote, broadcast=True, hash=False)
+    pending: deque = deque()
+    waiting = iter(tasks)
+    for task in islice(waiting, window):
+        pending.append(scheduler.submit(_run_task, shared, *task, pure=False))
+    while pending:
+        future = pending.popleft()
+        result = future.result()
+        future.release()
+        for task in islice(waiting, 1):
+            pending.append(scheduler.submit(_run_task, shared, *task, pure=False))
+        yield result
 
 
-def _patients_table(model, doses, n, params, drawn, results, auc_column, criteria) -> pd.DataFrame:
+def _without_kernels(population: Population) -> Population:
+    """The population with a copy of its model that holds no loaded module (picklable)."""
+    model = copy.copy(population.model)
+    vars(model).pop("kernels", None)
+    return replace(population, model=model)
+
+
+class _Sink:
+    """Collects task results: the kept values in place, the failed rows, and the table in
+    memory or streamed to a Parquet file (written in task order, renamed when complete)."""
+
+    def __init__(self, n: int, n_doses: int, path: Path | None) -> None:
+        self.n = n
+        self.kept = {key: np.empty(n * n_doses, dtype=kind) for key, kind in _KEPT.items()}
+        self.failed: list[pd.DataFrame] = []
+        self.tables: list[pd.DataFrame] = []
+        self.path = path
+        self.partial = None if path is None else path.with_name(path.name + ".partial")
+        self.writer = None
+        self.schema = None
+
+    def add(self, task: tuple, kept: dict[str, np.ndarray], table: pd.DataFrame) -> None:
+        d, lo, hi = task
+        for key, values in kept.items():
+            self.kept[key][d * self.n + lo : d * self.n + hi] = values
+        bad = table["status"].to_numpy() != 0
+        if bad.any():
+            self.failed.append(table[bad])
+        if self.path is None:
+            self.tables.append(table)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.schema = pa.Schema.from_pandas(table, preserve_index=False)
+            self.writer = pq.ParquetWriter(self.partial, self.schema)
+        self.writer.write_table(pa.Table.from_pandas(table, self.schema, preserve_index=False))
+
+    def close(self, ok: bool) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if self.partial is not None and self.partial.exists():
+            if ok:
+                self.partial.replace(self.path)
+            else:
+                self.partial.unlink()
+
+    def table(self) -> pd.DataFrame | None:
+        if self.path is not None:
+            return None
+        return pd.concat(self.tables, ignore_index=True)
+
+    def failures(self, columns: pd.Index) -> pd.DataFrame:
+        if not self.failed:
+            return pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
+        return pd.concat(self.failed, ignore_index=True)
+
+
+def _patients_table(model, dose, ids, params, drawn, results, auc_column, criteria) -> pd.DataFrame:
     metrics = ("cmax", "tmax", auc_column)
-    frame = pd.DataFrame(
-        {"DOSE": np.repeat(doses, n), "ID": np.tile(np.arange(1, n + 1), doses.size)}
-    )
+    frame = pd.DataFrame({"DOSE": np.full(ids.size, dose), "ID": ids})
     taken = {"DOSE", "ID", *metrics, "status", "solver"}
     for k, name in enumerate(model.param_names):
         frame[f"{name}_param" if name in taken else name] = params[:, k]
     for name, values in drawn.items():
-        frame[name] = np.tile(values, doses.size)
+        frame[name] = values
     frame["cmax"] = results["cmax"]
     frame["tmax"] = results["tmax"]
     frame[auc_column] = results["auc"]
@@ -901,16 +1111,38 @@ class ScenarioResult:
     exceeded, 2 step size underflow, 3 non-finite state: that patient's results are NaN)
     and ``solver`` (the method used: without an explicit ``method``, patients that
     exhaust the step budget of Dormand-Prince are solved again with Rodas).
+
+    ``failed``: the rows of ``patients`` that could not be solved (every column), kept in
+    memory also when the table was streamed to a file. ``path``: that Parquet file, or None.
     """
 
     population: Population
     doses: np.ndarray
-    patients: pd.DataFrame
-    packed: np.ndarray = field(repr=False)
     output: str
     auc_column: str
     response: Response | None
     _settings: _Settings = field(repr=False)
+    _job: _Job = field(repr=False)
+    _kept: dict[str, np.ndarray] = field(repr=False)
+    _table: pd.DataFrame | None = field(repr=False)
+    failed: pd.DataFrame = field(repr=False)
+    path: Path | None = None
+
+    @property
+    def n(self) -> int:
+        """Virtual patients per dose."""
+        return self._job.n
+
+    @property
+    def patients(self) -> pd.DataFrame:
+        """The per-patient table (read back from :attr:`path` when it was streamed there:
+        that loads every row)."""
+        if self._table is not None:
+            return self._table
+        return pd.read_parquet(self.path)
+
+    def _dose_rows(self, d: int) -> slice:
+        return slice(d * self.n, (d + 1) * self.n)
 
     @property
     def times(self) -> np.ndarray:
@@ -928,23 +1160,23 @@ class ScenarioResult:
         patients (for CR, those with an abnormal baseline), with ``n_cr_evaluable``.
         """
         rows = []
-        for dose, group in self.patients.groupby("DOSE", sort=False):
-            solved = group[group["status"] == 0]
-            row = {"DOSE": dose, "n": len(group), "n_failed": len(group) - len(solved)}
-            for metric in self.metrics:
-                values = solved[metric].to_numpy(dtype=float)
+        for d, dose in enumerate(self.doses):
+            kept = {key: values[self._dose_rows(d)] for key, values in self._kept.items()}
+            solved = kept["status"] == 0
+            row = {"DOSE": dose, "n": self.n, "n_failed": int(self.n - solved.sum())}
+            for metric, key in zip(self.metrics, ("cmax", "tmax", "auc"), strict=True):
+                values = kept[key][solved]
                 for label, q in (("median", 50), ("p5", 5), ("p95", 95)):
                     row[f"{metric}_{label}"] = np.percentile(values, q) if values.size else np.nan
             if self.response is not None:
-                row.update(self._response_summary(solved))
+                row.update(self._response_summary(kept["pr"], kept["cr"]))
             rows.append(row)
         return pd.DataFrame(rows)
 
     def failures(self) -> pd.DataFrame:
         """Patient-doses that could not be solved, counted per dose and reason: DOSE,
         status, reason, solver (the last method tried) and n. Empty when all were solved."""
-        failed = self.patients[self.patients["status"] != 0]
-        counts = failed.groupby(["DOSE", "status", "solver"], sort=True).size()
+        counts = self.failed.groupby(["DOSE", "status", "solver"], sort=True).size()
         frame = counts.rename("n").reset_index()
         frame.insert(2, "reason", [STATUS_REASONS[int(code)][0] for code in frame["status"]])
         return frame
@@ -959,15 +1191,14 @@ class ScenarioResult:
         reasons = failures.groupby("reason")["n"].sum()
         why = "; ".join(f"{reason}: {count}" for reason, count in reasons.items())
         return [
-            f"{total} of {len(self.patients)} patient-doses could not be solved ({why}); "
+            f"{total} of {self.n * self.doses.size} patient-doses could not be solved ({why}); "
             "their exposure is NaN in patients, they are counted in n_failed and left out "
             "of the quantiles and response probabilities"
         ]
 
-    def _response_summary(self, solved: pd.DataFrame) -> dict[str, float]:
+    def _response_summary(self, pr: np.ndarray, cr: np.ndarray) -> dict[str, float]:
         suffix = self.response.suffix
-        pr = solved[f"pr_{suffix}"].dropna()
-        cr = solved[f"cr_{suffix}"].dropna()
+        pr, cr = pr[pr >= 0], cr[cr >= 0]  # -1: not solved or (CR) not evaluable
         return {
             f"p_pr_{suffix}": float(pr.mean()) if len(pr) else np.nan,
             f"p_cr_{suffix}": float(cr.mean()) if len(cr) else np.nan,
@@ -984,33 +1215,39 @@ class ScenarioResult:
             times: days (default: the scenario's ``times`` grid).
 
         Returns:
-            A DataFrame with DOSE, TIME (days), median, p5, p95 (output unit) and n.
+            A DataFrame with DOSE, TIME (days), median, p5, p95 (output unit) and n (the
+            solved patients whose curves were used: all of them up to BAND_PATIENTS per
+            dose, else the solved ones among the first BAND_PATIENTS, re-drawn from the
+            seed).
         """
         output = output or self.output
         k = _output_index(self.population.model, output)
         grid = self.times if times is None else _checked_band_times(times)
         frames = []
-        for dose in self.doses:
-            rows = np.flatnonzero((self.patients["DOSE"] == dose) & (self.patients["status"] == 0))
-            curves = self._curves(rows, grid, k)
-            frames.append(_quantiles(dose, grid, curves))
+        for d, dose in enumerate(self.doses):
+            curves = [
+                self._curves(d, lo, min(lo + LOCAL_CHUNK, self.n, BAND_PATIENTS), grid, k)
+                for lo in range(0, min(self.n, BAND_PATIENTS), LOCAL_CHUNK)
+            ]
+            frames.append(_quantiles(dose, grid, np.vstack(curves)))
         return pd.concat(frames, ignore_index=True)
 
-    def _curves(self, rows: np.ndarray, grid: np.ndarray, k: int) -> np.ndarray:
-        """Output k at ``grid`` (len(rows), len(grid)) for patient rows, each with its solver."""
+    def _curves(self, d: int, lo: int, hi: int, grid: np.ndarray, k: int) -> np.ndarray:
+        """Output k at ``grid`` of the solved patients lo..hi-1 at dose d, each with the
+        solver it got in the run."""
         kernels = self.population.model.kernels
-        methods = self.patients["solver"].map(METHODS).to_numpy()[rows]
-        curves = np.full((rows.size, grid.size), np.nan)
-        for code in np.unique(methods):
-            chosen = np.flatnonzero(methods == code)
+        rows = slice(d * self.n + lo, d * self.n + hi)
+        methods, status = self._kept["method"][rows], self._kept["status"][rows]
+        packed = self._job.patients(d, lo, hi)[1]
+        curves = np.full((hi - lo, grid.size), np.nan)
+        for code in np.unique(methods[status == 0]):
+            chosen = np.flatnonzero((methods == code) & (status == 0))
             settings = replace(self._settings, method=int(code))
-            for lo in range(0, chosen.size, LOCAL_CHUNK):
-                part = chosen[lo : lo + LOCAL_CHUNK]
-                offsets = np.arange(part.size + 1, dtype=np.int64) * grid.size
-                flat = np.tile(grid, part.size)
-                with _KERNEL_LOCK:
-                    values, _ = _solve_at(kernels, self.packed[rows[part]], flat, offsets, settings)
-                curves[part] = values[:, k].reshape(part.size, grid.size)
+            offsets = np.arange(chosen.size + 1, dtype=np.int64) * grid.size
+            flat = np.tile(grid, chosen.size)
+            with _KERNEL_LOCK:
+                values, _ = _solve_at(kernels, packed[chosen], flat, offsets, settings)
+            curves[chosen] = values[:, k].reshape(chosen.size, grid.size)
         return curves[~np.isnan(curves).any(axis=1)]
 
     def plot_exposure(self, path: str | PathLike[str] | None = None) -> Figure:
@@ -1018,7 +1255,19 @@ class ScenarioResult:
         from .scenario_plots import plot_exposure
 
         unit = self.population.model.output_units.get(self.output, "")
-        return plot_exposure(self.patients, self.metrics, self.output, unit, path)
+        doses = np.repeat(self.doses, self.n)
+        frame = pd.DataFrame({"DOSE": doses, "status": self._kept["status"]})
+        for metric, key in zip(self.metrics, ("cmax", "tmax", "auc"), strict=True):
+            frame[metric] = self._kept[key]
+        return plot_exposure(frame, self.metrics, self.output, unit, path, self._figure_note())
+
+    def _figure_note(self) -> str:
+        """For figure titles: how many patient-doses were not solved and why."""
+        if self.failed.empty:
+            return ""
+        reasons = self.failures().groupby("reason")["n"].sum()
+        why = ", ".join(f"{reason}: {count}" for reason, count in reasons.items())
+        return f"; {len(self.failed)} patient-doses not solved ({why}), left out"
 
     def plot_bands(
         self, path: str | PathLike[str] | None = None, times: np.ndarray | None = None
@@ -1032,14 +1281,21 @@ class ScenarioResult:
         if self.response is not None:
             name = self.response.output
             panels.append((name, self.bands(name, times), False, self.response.normal))
-        failed = int((self.patients["status"] != 0).sum())
-        note = f"; {failed} patient-doses not solved, left out" if failed else ""
-        return plot_bands(panels, model.output_units, path, note)
+        return plot_bands(panels, model.output_units, path, self._figure_note())
 
     def to_csv(self, path: str | PathLike[str]) -> Path:
-        """Write the per-patient table to a CSV file; returns its path."""
+        """Write the per-patient table to a CSV file; returns its path (a streamed table is
+        copied from its Parquet file one row group at a time)."""
         path = Path(path)
-        self.patients.to_csv(path, index=False)
+        if self._table is not None:
+            self._table.to_csv(path, index=False)
+            return path
+        import pyarrow.parquet as pq
+
+        source = pq.ParquetFile(self.path)
+        for k in range(source.num_row_groups):
+            part = source.read_row_group(k).to_pandas()
+            part.to_csv(path, index=False, header=k == 0, mode="w" if k == 0 else "a")
         return path
 
 
