@@ -477,17 +477,30 @@ def _first_crossings(
     level = thresholds[rows, which]
     fa = fb = None
     for _ in range(ZOOM_ROUNDS):
-        a, b, fa, fb = _zoom(kernels, p[rows], s, level, a, b, status, rows)
+        a, b, fa, fb = _zoom(kernels, p, s, level, a, b, status, rows)
     width = np.where(fa > fb, fa / (fa - fb), 1.0)
     out[rows, which] = np.where(status[rows] == 0, a + width * (b - a), np.nan)
     return out
 
 
 def _zoom(kernels, p, s, level, a, b, status, rows) -> tuple[np.ndarray, ...]:
-    """Narrow each bracket [a, b] of a crossing of ``level`` to one of ZOOM_POINTS pieces."""
+    """Narrow each bracket [a, b] of a crossing of ``level`` to one of ZOOM_POINTS pieces.
+
+    ``rows``: the patient (row of ``p``) of each bracket. A patient's brackets (PR and CR)
+    are evaluated on one solve, their times merged and sorted; the values are put back in
+    bracket order.
+    """
     grid = a[:, None] + (b - a)[:, None] * np.linspace(0.0, 1.0, ZOOM_POINTS + 1)
-    offsets = np.arange(a.size + 1, dtype=np.int64) * (ZOOM_POINTS + 1)
-    values, solved = _solve_at(kernels, p, grid.ravel(), offsets, s)
+    patients, inverse = np.unique(rows, return_inverse=True)
+    flat = grid.ravel()
+    owner = np.repeat(inverse, ZOOM_POINTS + 1)
+    order = np.lexsort((flat, owner))
+    offsets = np.zeros(patients.size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=patients.size), out=offsets[1:])
+    merged, solved = _solve_at(kernels, p[patients], flat[order], offsets, s)
+    values = np.empty_like(merged)
+    values[order] = merged
+    solved = solved[inverse]
     first_failure = (solved != 0) & (status[rows] == 0)
     status[rows[first_failure]] = solved[first_failure]
     f = values[:, s.k_bio].reshape(grid.shape) - level[:, None]
