@@ -18,21 +18,37 @@ patients of each dose and its time is scaled linearly to the full run (the repor
 
 Accuracy: both against the ck_stein closed form (DESIGN.md) on the scipy subset.
 
+ck_vegf from the bare built-in model (its file's correlated omegas, nothing overridden),
+with VEGF PR/CR days (0-90 d): 1,000 × 3 and ``--vegf-large`` (20,000) × 3, warm (best of
+``--repeats``, one run for the large one) and its first call in a fresh process.
+
+Streaming at scale: ``--stream`` patients (1,000,000) × 3 doses of ``--stream-model``
+(ck_stein, file omegas, Cmax/Tmax/AUC0-28) written to a Parquet file with ``write=``, each
+run in a fresh interpreter (compiled model on disk): locally (numba threads = cores) and on
+a dask LocalCluster of 2 worker processes with 1 thread each (loopback only). Reported: wall
+time and peak RSS (``resource.getrusage`` ru_maxrss: of the driver and of the largest
+worker), with a ``--stream-small`` (100,000) run beside it to show that memory does not
+grow with n beyond the 28 bytes per patient-dose the result keeps. ``--stream 0`` skips it.
+
 Run:  .venv/bin/python benches/bench_scenarios.py [--patients 1000] [--scipy-patients 200]
 
 Reports the first call in a fresh interpreter with an empty compiled-model cache (code
 generation and numba compilation included, ``CARTPK_CACHE_DIR`` set to a new temporary
 directory), the first call with a warm disk cache, the steady state (best of several),
-the scipy loop and the speed-up; and, for information, the same scenario on ck_vegf with
-VEGF response days (no scipy counterpart timed).
+the scipy loop and the speed-up; then the ck_vegf and streamed rows below.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -51,6 +67,61 @@ GRID = np.linspace(0.0, 28.0, 2801)
 
 def run_cartpk(model: Model | str, n: int, seed: int):
     return scenarios(model, doses=DOSES, n=n, seed=seed, omega=OMEGA, rtol=RTOL, atol=ATOL)
+
+
+def run_bare(model: Model | str, n: int, seed: int):
+    """The built-in model as shipped: file omegas and correlations, default settings."""
+    return scenarios(model, doses=DOSES, n=n, seed=seed)
+
+
+def stream_run(where: str, model: str, n: int, seed: int) -> dict:
+    """One streamed run in this (fresh) process: wall time, peak RSS, summary check."""
+    scenarios(model, doses=DOSES, n=10, seed=seed)  # load the compiled model first
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "patients.parquet"
+        start = time.perf_counter()  # (dask: reset once the cluster is up)
+        if where == "local":
+            result = scenarios(model, doses=DOSES, n=n, seed=seed, write=path)
+            workers = []
+        else:
+            from dask.distributed import Client, LocalCluster
+
+            with (
+                LocalCluster(
+                    n_workers=2,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                start = time.perf_counter()
+                result = scenarios(model, doses=DOSES, n=n, seed=seed, write=path, scheduler=client)
+                wall = time.perf_counter() - start
+                workers = list(client.run(_peak_rss_mb).values())
+        if where == "local":
+            wall = time.perf_counter() - start
+        summary = result.summary()
+        size = path.stat().st_size / 1e6
+    return {
+        "wall": wall,
+        "driver_mb": _peak_rss_mb(),
+        "worker_mb": max(workers, default=float("nan")),
+        "file_mb": size,
+        "n_failed": int(summary["n_failed"].sum()),
+        "cmax_median": summary["cmax_median"].tolist(),
+    }
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def stream_fresh(where: str, model: str, n: int, seed: int) -> dict:
+    command = [sys.executable, __file__, "--stream-run", where, model, str(n), str(seed)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def scipy_patient(p: dict) -> tuple[float, float, float]:
@@ -119,12 +190,22 @@ def main() -> None:
     parser.add_argument("--scipy-patients", type=int, default=200, help="per dose")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--vegf-large", type=int, default=20_000)
+    parser.add_argument("--stream", type=int, default=1_000_000, help="0: skip")
+    parser.add_argument("--stream-small", type=int, default=100_000)
+    parser.add_argument("--stream-model", default="ck_stein")
     parser.add_argument("--first-call", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stream-run", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.first_call:
         start = time.perf_counter()
-        run_cartpk(args.first_call, args.patients, args.seed)
+        (run_bare if args.bare else run_cartpk)(args.first_call, args.patients, args.seed)
         print(time.perf_counter() - start)
+        return
+    if args.stream_run:
+        where, model, n, seed = args.stream_run
+        print(json.dumps(stream_run(where, model, int(n), int(seed))))
         return
     stein, vegf_model = load_model("ck_stein"), load_model("ck_vegf")
     call = ["ck_stein", f"--patients={args.patients}", f"--seed={args.seed}"]
@@ -140,14 +221,60 @@ def main() -> None:
     subset = result.patients[result.patients["ID"] <= per_dose]
     ours = subset[["cmax", "tmax", "auc_0_28"]].to_numpy()
     reference = np.array([closed_form(p) for p in rows])
-    run_cartpk(vegf_model, 10, args.seed)  # compile or load ck_vegf before timing it
-    vegf = best_of(args.repeats, run_cartpk, vegf_model, args.patients, args.seed)
-    report(args, cold, warm, steady, scipy_time, len(rows), ours, theirs, reference, vegf)
+    vegf_call = ["ck_vegf", "--bare", f"--patients={args.patients}", f"--seed={args.seed}"]
+    vegf_cold = first_call_seconds(__file__, vegf_call, "CARTPK_CACHE_DIR", empty=True)
+    vegf_warm = first_call_seconds(__file__, vegf_call, "CARTPK_CACHE_DIR", empty=False)
+    run_bare(vegf_model, 10, args.seed)  # compile or load ck_vegf before timing it
+    vegf = best_of(args.repeats, run_bare, vegf_model, args.patients, args.seed)
+    vegf_large = best_of(1, run_bare, vegf_model, args.vegf_large, args.seed)
+    load = os.getloadavg()
+    report(args, cold, warm, steady, scipy_time, len(rows), ours, theirs, reference)
+    print(
+        f"| ck_vegf (bare built-in) {args.patients:,} × {len(DOSES)} with VEGF PR/CR days | "
+        f"{vegf:.3f} s warm (best of {args.repeats}); first call in a fresh process "
+        f"{vegf_cold:.1f} s (empty model cache) / {vegf_warm:.2f} s (compiled on disk) | |"
+    )
+    print(
+        f"| ck_vegf (bare built-in) {args.vegf_large:,} × {len(DOSES)} with VEGF PR/CR days | "
+        f"{vegf_large:.2f} s warm (one run) | |"
+    )
+    print(f"load average after the ck_vegf rows: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if args.stream:
+        stream_report(args)
     if max(errors(ours, reference)[0], errors(ours, reference)[2]) > 1e-6:
         raise SystemExit("cartpk disagrees with the closed form by more than 1e-6")
 
 
-def report(args, cold, warm, steady, scipy_time, n_scipy, ours, theirs, reference, vegf) -> None:
+def stream_report(args) -> None:
+    print(
+        f"\nstreamed to Parquet: {args.stream_model} (file omegas) × {len(DOSES)} doses, "
+        "each run in a fresh process (compiled model on disk)"
+    )
+    print(
+        "| run | patients × doses | wall | peak RSS driver | peak RSS worker | file | "
+        "failed | load average before / after |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for where in ("local", "dask"):
+        for n in (args.stream_small, args.stream):
+            before = os.getloadavg()
+            out = stream_fresh(where, args.stream_model, n, args.seed)
+            after = os.getloadavg()
+            name = (
+                f"this process, {numba.get_num_threads()} numba threads"
+                if where == "local"
+                else "dask LocalCluster, 2 worker processes × 1 thread"
+            )
+            worker = "" if where == "local" else f"{out['worker_mb']:.0f} MB"
+            print(
+                f"| {name} | {n:,} × {len(DOSES)} | {out['wall']:.1f} s | "
+                f"{out['driver_mb']:.0f} MB | {worker} | {out['file_mb']:.0f} MB | "
+                f"{out['n_failed']} | {before[0]:.2f} / {after[0]:.2f} |",
+                flush=True,
+            )
+
+
+def report(args, cold, warm, steady, scipy_time, n_scipy, ours, theirs, reference) -> None:
     n_total = args.patients * len(DOSES)
     scale = n_total / n_scipy
     scipy_scaled = scipy_time * scale
@@ -177,10 +304,6 @@ def report(args, cold, warm, steady, scipy_time, n_scipy, ours, theirs, referenc
         f"{cold:.1f} s | | |"
     )
     print(f"| first call, fresh process, compiled model on disk | {warm:.2f} s | | |")
-    print(
-        f"| ck_vegf, same patients and doses, with VEGF PR/CR days (0-90 d) | {vegf:.3f} s "
-        f"(best of {args.repeats}) | not timed | |"
-    )
     print(f"\ncommand: `{command.strip()}`")
 
 
