@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +26,14 @@ from cartpk.fit_result import FitResult, FitTable
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``cartpk`` in a fresh interpreter, as a user would."""
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``cartpk`` in a fresh interpreter, as a user would (``env``: extra variables)."""
     return subprocess.run(
-        [sys.executable, "-m", "cartpk.cli", *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "cartpk.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -106,30 +113,89 @@ def test_simulate_writes_csv_and_plot(tmp_path: Path) -> None:
     assert png.stat().st_size > 10_000
 
 
-def test_simulate_param_override_changes_answer(tmp_path: Path) -> None:
-    slow, fast = tmp_path / "slow.csv", tmp_path / "fast.csv"
-    assert run_cli("simulate", "ck_stein", "--times", "0:20:1", "-o", str(slow)).returncode == 0
-    result = run_cli(
-        "simulate", "ck_stein", "--times", "0:20:1", "--param", "rho=0.5", "-o", str(fast)
+def stein_closed_form(t: np.ndarray, p: dict[str, float]) -> np.ndarray:
+    """ck_stein at the reference dose: C0 e^(rho min(t, tmax)) [(1-Fb) e^(-alpha s) +
+    Fb e^(-beta s)], s = (t - tmax)+ (the closed form in the model file's header)."""
+    after = np.maximum(t - p["tmax"], 0.0)
+    peak = p["C0"] * np.exp(p["rho"] * np.minimum(t, p["tmax"]))
+    return peak * (
+        (1 - p["Fb"]) * np.exp(-p["alpha"] * after) + p["Fb"] * np.exp(-p["beta"] * after)
     )
-    assert result.returncode == 0, result.stderr
-    assert pd.read_csv(fast)["CART"].max() < pd.read_csv(slow)["CART"].max()
+
+
+def test_simulate_param_override_changes_answer(tmp_path: Path) -> None:
+    """--param rho=0.5 gives the closed form at rho 0.5, not only a smaller peak."""
+    from cartpk.model import load_model
+
+    defaults = {name: p.value for name, p in load_model("ck_stein").parameters.items()}
+    days = np.arange(0.0, 61.0)
+    for override, path in ((None, tmp_path / "default.csv"), (0.5, tmp_path / "slow.csv")):
+        args = [] if override is None else ["--param", f"rho={override}"]
+        result = run_cli("simulate", "ck_stein", "--times", "0:60:1", *args, "-o", str(path))
+        assert result.returncode == 0, result.stderr
+        values = dict(defaults, **({} if override is None else {"rho": override}))
+        frame = pd.read_csv(path)
+        np.testing.assert_array_equal(frame["TIME"], days)
+        np.testing.assert_allclose(frame["CART"], stein_closed_form(days, values), rtol=1e-5)
 
 
 def test_models_lists_builtins() -> None:
+    """Every built-in model with its description, outputs, states and each parameter's
+    value, bounds and unit as the model file gives them."""
+    from cartpk.model import list_models, load_model
+
     result = run_cli("models")
     assert result.returncode == 0, result.stderr
-    for name in ("ck_stein", "ck_vegf", "ck_target", "rho", "alpha", "kkill"):
-        assert name in result.stdout
+    out = result.stdout
+    names = list_models()
+    assert names == ["ck_stein", "ck_target", "ck_vegf"]
+    starts = [out.index(f"\n{name}: ") for name in names]
+    for name, begin, end in zip(names, starts, [*starts[1:], len(out)], strict=True):
+        model = load_model(name)
+        section = out[begin:end]
+        assert section.startswith(f"\n{name}: {model.description}\n")
+        assert (
+            f"  outputs: {', '.join(model.outputs)}   states: {', '.join(model.states)}" in section
+        )
+        rows = {line.split()[0]: line.split() for line in section.splitlines() if line.split()}
+        for pname, p in model.parameters.items():
+            fields = rows[pname]
+            assert float(fields[1]) == pytest.approx(p.value, rel=5e-4), (name, pname)
+            assert float(fields[2]) == pytest.approx(p.lower, rel=5e-4), (name, pname)
+            assert float(fields[3]) == pytest.approx(p.upper, rel=5e-4), (name, pname)
+            assert fields[4] == p.unit.split()[0], (name, pname)
 
 
 def test_demo_runs(tmp_path: Path) -> None:
+    """The demo's numbers are those of the API: the bundled trial's per-dose NCA and the
+    POEMS fit's day below half of the VEGF baseline; the figure is a PNG."""
+    from cartpk.demo import bundled, poems_fit, poems_report
+    from cartpk.nca import nca, nca_summary
+
     figure = tmp_path / "poems.png"
     result = run_cli("demo", "--figure", str(figure))
     assert result.returncode == 0, result.stderr
-    assert "cmax" in result.stdout
-    assert "VEGF first below 50 % of baseline" in result.stdout
-    assert figure.stat().st_size > 10_000
+    summary = nca_summary(
+        nca(bundled("phase1_trial.csv"), analyte="CART", intervals=[(0, 28)]), by="DOSE"
+    ).set_index(["DOSE", "parameter"])
+    for dose in (1e6, 2e6, 3e6):
+        cmax = summary.loc[(dose, "cmax"), "geomean"]
+        line = next(
+            line
+            for line in result.stdout.splitlines()
+            if line.split()[:2] == [f"{dose:.4g}", "cmax"]
+        )
+        assert line.split()[4] == f"{cmax:.4g}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = poems_report(poems_fit())
+    expected = (
+        f"VEGF first below 50 % of baseline (partial response): day {report['day_below_half']:.1f}"
+    )
+    assert expected in result.stdout
+    # VEGF 4119 -> 1666 ng/L at day 14 is already below half of baseline
+    assert 0 < report["day_below_half"] < 14
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
 
 
 def stein_csv(path: Path, ids: tuple = (1,), lloq: float = 100.0) -> Path:
@@ -229,3 +295,105 @@ def test_fit_command_bad_input_is_one_line_error(
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+# --- issue 12: every bad input is one line, exit 2, nothing written -------------------------
+
+# (case, arguments with {data}, {tmp}, {deep}, {file} placeholders, message on stderr)
+BAD_INPUTS = [
+    ("nca -o its own input", ["nca", "{data}", "-o", "{data}"], "is an input of this command"),
+    ("-o a directory", ["nca", "{data}", "-o", "{tmp}"], "is a directory; expected a file"),
+    ("-o in a missing directory", ["nca", "{data}", "-o", "{tmp}/no/nca.csv"], "does not exist"),
+    ("--times beyond memory", ["simulate", "ck_stein", "--times", "0:1e9:0.001"],
+     "more than the 1,000,000"),
+    ("--plot unknown format", ["simulate", "ck_stein", "--plot", "{tmp}/sim.xyz"],
+     "unknown figure format '.xyz'"),
+    ("-o and --plot the same file", ["simulate", "ck_stein", "-o", "{tmp}/a.png", "--plot",
+     "{tmp}/a.png"], "also given to -o"),
+    ("model TOML nested 5000 deep", ["simulate", "{deep}"], "nested too deeply"),
+    ("--n 1e12", ["scenarios", "ck_stein", "--n", "1e12"], "beyond half this machine's memory"),
+    ("--n 0", ["scenarios", "ck_stein", "--n", "0"], "--n '0': expected an integer >= 1"),
+    ("--seed -1 (scenarios)", ["scenarios", "ck_stein", "--seed", "-1"],
+     "--seed '-1': expected a non-negative integer"),
+    ("--seed 1.5 (fit)", ["fit", "ck_stein", "{data}", "--seed", "1.5"],
+     "--seed '1.5': expected a non-negative integer"),
+    ("--seed abc (popfit)", ["popfit", "ck_stein", "{data}", "--seed", "abc"],
+     "--seed 'abc': expected a non-negative integer"),
+    ("--n-starts 0", ["fit", "ck_stein", "{data}", "--n-starts", "0"],
+     "--n-starts '0': expected an integer >= 1"),
+    ("--n-starts -2", ["fit", "ck_stein", "{data}", "--n-starts", "-2"],
+     "--n-starts '-2': expected an integer >= 1"),
+    ("--prior mean outside the bounds", ["fit", "ck_stein", "{data}", "--prior", "tmax=-12,0.3"],
+     "--prior tmax=-12,0.3: the prior mean -12 is outside the bounds of tmax (0.5 to 60 day)"),
+    ("--random ''", ["popfit", "ck_stein", "{data}", "--random", ""], "--random '': expected"),
+    ("--plots an existing file", ["popfit", "ck_stein", "{data}", "--plots", "{file}"],
+     "exists and is not a directory"),
+    ("--plot a directory", ["fit", "ck_stein", "{data}", "--plot", "{tmp}"], "is a directory"),
+    ("-o fit.json in a missing directory", ["fit", "ck_stein", "{data}", "-o",
+     "{tmp}/none/fit.json"], "does not exist"),
+    ("--analyte not in the data", ["fit", "ck_stein", "{data}", "--analyte", "VEGF"],
+     "--analyte VEGF: no such analyte in the data (the data have: CART)"),
+    ("demo --figure unknown format", ["demo", "--figure", "{tmp}/poems.txt"],
+     "unknown figure format '.txt'"),
+]  # fmt: skip
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its content."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(("case", "args", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_nothing_written(
+    tmp_path: Path, case: str, args: list[str], message: str
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    data = stein_csv(work / "data.csv")
+    deep = work / "deep.toml"
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    existing = work / "existing.txt"
+    existing.write_text("keep me")
+    before = snapshot(work)
+    filled = [a.format(data=data, tmp=work, deep=deep, file=existing) for a in args]
+    clock = time.perf_counter()
+    result = run_cli(*filled)
+    assert result.returncode == 2, (case, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (case, result.stderr)
+    assert message in lines[0], (case, lines[0])
+    assert "Traceback" not in result.stderr + result.stdout
+    assert snapshot(work) == before, f"{case}: a file was written or changed"
+    assert time.perf_counter() - clock < 60, f"{case}: refused only after the work"
+
+
+def test_first_use_says_it_is_compiling(tmp_path: Path) -> None:
+    """A fresh cache: the first simulate says it compiles the model; the second does not."""
+    env = {"CARTPK_CACHE_DIR": str(tmp_path / "cache")}
+    first = run_cli("simulate", "ck_stein", "--times", "0:10:1", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "compiling model ck_stein (first use" in first.stderr
+    again = run_cli("simulate", "ck_stein", "--times", "0:10:1", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "compiling" not in again.stderr and again.stdout == first.stdout
+
+
+def test_fit_reports_start_and_end_and_fits_only_the_analyte(tmp_path: Path) -> None:
+    """--analyte CART fits ck_stein (no VEGF output) to a file that also holds VEGF; the
+    fit says that it starts and when it ends, also when not on a terminal."""
+    data = stein_csv(tmp_path / "stein.csv")
+    frame = pd.read_csv(data).assign(ANALYTE="CART")
+    vegf = frame.assign(ANALYTE="VEGF", DV=500.0, CENS=0)
+    both = tmp_path / "both.csv"
+    pd.concat([frame, vegf]).to_csv(both, index=False)
+    out = tmp_path / "fit.json"
+    result = run_cli("fit", "ck_stein", str(both), "--analyte", "CART", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("fitting ck_stein to 1 subject(s)...\n")
+    assert "fit done in " in result.stdout
+    fitted = FitResult.from_json(out.read_text())
+    assert set(fitted.observations["ANALYTE"]) == {"CART"} and fitted.n_obs == 13
+    alone = run_cli("fit", "ck_stein", str(data), "-o", str(tmp_path / "alone.json"))
+    assert alone.returncode == 0, alone.stderr
+    alone_fit = FitResult.from_json((tmp_path / "alone.json").read_text())
+    assert fitted.estimates == pytest.approx(alone_fit.estimates, rel=1e-8)

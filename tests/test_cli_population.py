@@ -35,6 +35,11 @@ def test_popfit_prints_the_tables_and_writes_json(tmp_path: Path) -> None:
         assert title in result.stdout
     assert re.search(r"OFV \(-2LL, importance sampling\) -?\d+\.\d+", result.stdout)
     assert out.is_file() and out.stat().st_size > 0
+    # a long fit starts and ends with a line, also when the output is not a terminal
+    assert result.stdout.startswith(
+        "population fit of ck_stein to 30 subjects by SAEM (40 + 20 iterations"
+    )
+    assert re.search(r"population fit done in \d+\.\d s", result.stdout)
 
 
 def test_popfit_bad_covariate_is_one_line() -> None:
@@ -58,3 +63,28 @@ def test_scenarios_bad_doses() -> None:
     result = run_cli("scenarios", "ck_stein", "--doses", "1e6,lots")
     assert result.returncode == 2
     assert "--doses '1e6,lots'" in result.stderr
+
+
+def test_scenarios_of_a_saved_fit_use_its_model_after_the_file_changed(tmp_path: Path) -> None:
+    """Issue 12 item 2: popfit mystein.toml -o pop.json, then an edited equation: scenarios
+    of pop.json run the equations the fit was made with, and say that the file changed."""
+    model = tmp_path / "mystein.toml"
+    text = (Path(__file__).resolve().parents[1] / "src/cartpk/models/ck_stein.toml").read_text()
+    model.write_text(text)
+    pop = tmp_path / "pop.json"
+    fitted = run_cli(
+        "popfit", str(model), str(DATA / "phase1_trial.csv"), "--n-iter", "20,10", "-o", str(pop)
+    )
+    assert fitted.returncode == 0, fitted.stderr
+    before = run_cli("scenarios", str(pop), "--n", "50", "--doses", "1e6,3e6")
+    assert before.returncode == 0, before.stderr
+    assert "warning" not in before.stderr
+    edited = text.replace("rho * E if", "(rho + 0.5) * E if")
+    assert edited != text
+    model.write_text(edited)
+    after = run_cli("scenarios", str(pop), "--n", "50", "--doses", "1e6,3e6")
+    assert after.returncode == 0, after.stderr
+    assert after.stdout == before.stdout
+    warning = [line for line in after.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "mystein.toml' has changed since the fit was saved" in warning[0]
+    assert "Traceback" not in after.stderr

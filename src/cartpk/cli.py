@@ -1,13 +1,20 @@
 """The ``cartpk`` command line: thin wrappers over the public API.
 
 Every command prints one clear line and exits with status 2 on bad input or a numerical
-failure, without a traceback.
+failure, without a traceback (set ``CARTPK_TRACEBACK=1`` to see one for an unexpected
+error). Every output path and figure format is checked before the work starts, an output
+may not overwrite an input, and nothing is written when a command fails. Warnings are one
+``warning: ...`` line each on stderr; so is the notice that a model is being compiled.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import os
 import sys
+import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,16 +34,62 @@ app = typer.Typer(
 USER_ERRORS = (DataError, ModelError, SolverError, FitError, FileNotFoundError, ValueError)
 
 
+def one_line(text: object, limit: int = 500) -> str:
+    """``text`` on one line, cut to ``limit`` characters (a 50 MB cell is not echoed)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 5] + " ..."
+
+
+def show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """Print a warning as one ``warning: ...`` line on stderr (no file and line)."""
+    typer.echo(f"warning: {one_line(message)}", err=True)
+
+
+def compiling_notice(name: str) -> None:
+    """Say on stderr that a model is compiled (first use), before the wait."""
+    typer.echo(f"compiling model {name} (first use, ~20 s; cached afterwards)...", err=True)
+
+
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn cartpk's user-facing exceptions into one line on stderr and exit status 2."""
+    """Turn every exception into one line on stderr and exit status 2 (never a traceback:
+    with ``CARTPK_TRACEBACK=1`` an unexpected error is re-raised for debugging)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from . import model as model_module
+
+        previous = getattr(model_module, "COMPILE_NOTICE", None)
+        model_module.COMPILE_NOTICE = compiling_notice
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = show_warning
+                return command(*args, **kwargs)
         except USER_ERRORS as err:
-            typer.echo(f"error: {err}", err=True)
+            typer.echo(f"error: {one_line(err)}", err=True)
             raise typer.Exit(code=2) from None
+        except OSError as err:
+            where = f" {err.filename}" if err.filename else ""
+            typer.echo(f"error: cannot read or write{where}: {err.strerror or err}", err=True)
+            raise typer.Exit(code=2) from None
+        except RecursionError:
+            typer.echo("error: input nested too deeply to read", err=True)
+            raise typer.Exit(code=2) from None
+        except MemoryError:
+            typer.echo("error: out of memory: ask for fewer patients, times or draws", err=True)
+            raise typer.Exit(code=2) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            if os.environ.get("CARTPK_TRACEBACK"):
+                raise
+            typer.echo(
+                f"error: unexpected {type(err).__name__}: {one_line(err)} (a cartpk bug: "
+                "please report it; CARTPK_TRACEBACK=1 shows the traceback)",
+                err=True,
+            )
+            raise typer.Exit(code=2) from None
+        finally:
+            model_module.COMPILE_NOTICE = previous
 
     return wrapper
 
@@ -47,21 +100,179 @@ def show(title: str, frame: pd.DataFrame) -> None:
     typer.echo(frame.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 
 
+MAX_TIMES = 1_000_000  # time points of one simulated subject
+BYTES_PER_PATIENT_DOSE = 8_000  # scenarios, measured ~2.6 kB on ck_vegf's default grid
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine in bytes (8 GiB when it cannot be read)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
 def parse_times(text: str) -> np.ndarray:
-    """Parse ``start:stop:step`` (stop included) or a comma-separated list, in days."""
+    """Parse ``start:stop:step`` (stop included) or a comma-separated list, in days.
+
+    At most :data:`MAX_TIMES` times (refused before anything is allocated)."""
     try:
         if ":" in text:
             start, stop, step = (float(part) for part in text.split(":"))
-            if step <= 0 or stop < start:
+            if not (step > 0 and stop >= start and math.isfinite(stop - start)):
                 raise ValueError
-            count = int(np.floor((stop - start) / step + 1e-9)) + 1
+            count = math.floor((stop - start) / step + 1e-9) + 1
+            if count > MAX_TIMES:
+                raise ValueError(
+                    f"--times {text!r}: {count:.3g} times, more than the {MAX_TIMES:,} one "
+                    "simulation may have; use a larger step"
+                )
             return start + step * np.arange(count)
-        return np.array([float(part) for part in text.split(",")])
-    except ValueError:
+        values = np.array([float(part) for part in text.split(",")])
+        if not np.isfinite(values).all():
+            raise ValueError
+        return values
+    except ValueError as err:
+        if str(err).startswith("--times"):
+            raise
         raise ValueError(
             f"--times {text!r}: expected start:stop:step with step > 0 and stop >= start, "
             "or a comma-separated list of days"
         ) from None
+
+
+def parse_count(text: str, option: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer option given as text (``1000``, or ``1e3`` when whole), within bounds."""
+    expected = f"expected an integer >= {minimum}" + (
+        f" and <= {maximum:,}" if maximum is not None else ""
+    )
+    try:
+        value = int(text) if text.strip().lstrip("+-").isdigit() else float(text)
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        value = int(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{option} {text!r}: {expected}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{option} {text!r}: {expected}")
+    return value
+
+
+def check_patients(n: int, n_doses: int) -> int:
+    """Refuse, up front, more virtual patients than this machine's memory can hold."""
+    memory = memory_bytes()
+    need = n * n_doses * BYTES_PER_PATIENT_DOSE
+    if 2 * need > memory:
+        most = max(1, memory // (2 * BYTES_PER_PATIENT_DOSE * n_doses))
+        raise ValueError(
+            f"--n {n:,}: {n:,} patients at {n_doses} dose(s) need about {need / 2**30:.3g} GiB, "
+            f"beyond half this machine's memory ({memory / 2**30:.3g} GiB); at most {most:,}"
+        )
+    return n
+
+
+def parse_seed(text: str) -> int:
+    """``--seed``: a non-negative integer (the same seed gives the same answer)."""
+    try:
+        return parse_count(text, "--seed", minimum=0)
+    except ValueError:
+        raise ValueError(
+            f"--seed {text!r}: expected a non-negative integer, e.g. --seed 1 (the same "
+            "seed gives the same result)"
+        ) from None
+
+
+FIGURE_FORMATS = (
+    "avif eps gif jpeg jpg pdf pgf png ps raw rgba svg svgz tif tiff webp".split()
+)  # matplotlib's Agg-backed savefig formats
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (resolved; hard links too)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def check_outputs(
+    outputs: list[tuple[Path | None, str, str]], inputs: list[Path | str | None] = ()
+) -> None:
+    """Refuse, before any work, outputs that cannot be written or would overwrite an input.
+
+    ``outputs``: (path or None, option, kind) with kind ``"file"`` (e.g. CSV, JSON),
+    ``"figure"`` (a file whose suffix matplotlib can write) or ``"directory"`` (a figure
+    directory: an existing directory, or one that can be created). ``inputs``: paths the
+    command reads (data, model file, saved fit), never to be overwritten.
+    """
+    read = [Path(p) for p in inputs if p is not None and Path(p).exists()]
+    given: list[tuple[Path, str]] = []
+    for path, option, kind in outputs:
+        if path is None:
+            continue
+        if str(path).strip() == "":
+            raise ValueError(f"{option} '': expected a file name")
+        if kind == "directory":
+            if path.exists() and not path.is_dir():
+                raise ValueError(f"{option} {path}: exists and is not a directory")
+            parent = path
+            while not parent.exists():
+                parent = parent.parent
+            if not parent.is_dir():
+                raise ValueError(f"{option} {path}: {parent} is not a directory")
+            if not os.access(parent, os.W_OK):
+                raise ValueError(f"{option} {path}: directory {parent} is not writable")
+            continue
+        if path.is_dir():
+            raise ValueError(f"{option} {path}: is a directory; expected a file name")
+        parent = path.parent
+        if not parent.is_dir():
+            raise ValueError(f"{option} {path}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise ValueError(f"{option} {path}: not writable")
+        if kind == "figure":
+            suffix = path.suffix.lower().lstrip(".")
+            if suffix not in FIGURE_FORMATS:
+                raise ValueError(
+                    f"{option} {path}: unknown figure format {path.suffix or '(no suffix)'!r}; "
+                    "use .png, .pdf or .svg"
+                )
+        for source in read:
+            if same_file(path, source):
+                raise ValueError(
+                    f"{option} {path}: is an input of this command; choose another name"
+                )
+        for other, other_option in given:
+            if same_file(path, other):
+                raise ValueError(f"{option} {path}: also given to {other_option}")
+        given.append((path, option))
+
+
+def model_input(model: str) -> Path | None:
+    """The model file a command reads (None for a built-in model name)."""
+    return Path(model) if ("/" in model or os.sep in model or model.endswith(".toml")) else None
+
+
+def parse_analytes(items: list[str] | None) -> list[str] | None:
+    """``--analyte`` (repeatable, or comma-separated) -> analyte names; None for all."""
+    if not items:
+        return None
+    names = [part.strip() for item in items for part in item.split(",")]
+    if not all(names):
+        raise ValueError(f"--analyte {','.join(items)!r}: expected analyte names, e.g. CART")
+    return list(dict.fromkeys(names))
+
+
+def started(text: str) -> float:
+    """Say (on stdout, with the results: an error stays the only line on stderr) that a
+    long step starts; return the clock for :func:`finished`."""
+    typer.echo(f"{text}...")
+    return time.perf_counter()
+
+
+def finished(text: str, clock: float) -> None:
+    """Say (on stdout) that a long step has ended, and how long it took."""
+    typer.echo(f"{text} in {time.perf_counter() - clock:.1f} s")
 
 
 def parse_assignments(items: list[str], option: str) -> dict[str, float]:
@@ -96,6 +307,7 @@ def nca(
     from .nca import nca as run_nca
     from .nca import nca_summary
 
+    check_outputs([(output, "-o", "file")], inputs=[file])
     table = run_nca(file, analyte=analyte, intervals=[interval], auc_method=auc_method)
     show(f"NCA of {file} ({auc_method})", table)
     show(f"Summary by {by}" if by else "Summary", nca_summary(table, by=by))
@@ -152,10 +364,12 @@ def simulate(
     from .model import load_model
     from .solve import simulate as run_simulate
 
+    check_outputs([(output, "-o", "file"), (plot, "--plot", "figure")], [model_input(model)])
+    grid = parse_times(times)
     spec = load_model(model)
     values = parse_assignments(param or [], "--param")
     covariates = parse_assignments(covariate or [], "--covariate")
-    frame = run_simulate(spec, {**values, **covariates}, parse_times(times))
+    frame = run_simulate(spec, {**values, **covariates}, grid)
     if output is not None:
         frame.to_csv(output, index=False)
         typer.echo(f"wrote {output}")
@@ -265,6 +479,38 @@ def check_fixed(model: Any, params: dict[str, Any], errors: dict[str, Any]) -> N
     build_parameters(model, params, errors)
 
 
+def check_analytes(analytes: list[str] | None, available: tuple[str, ...]) -> tuple[str, ...]:
+    """The analytes to fit: ``--analyte`` names, each in the data (default: all)."""
+    if analytes is None:
+        return available
+    missing = [a for a in analytes if a not in available]
+    if missing:
+        raise ValueError(
+            f"--analyte {','.join(missing)}: no such analyte in the data (the data have: "
+            f"{', '.join(available)})"
+        )
+    return tuple(analytes)
+
+
+def check_prior_bounds(model: Any, priors: dict[str, tuple[float, float]]) -> None:
+    """Refuse a ``--prior`` whose mean is outside its parameter's bounds (or not finite)."""
+    for name, (mean, sd) in priors.items():
+        p = model.parameters.get(name)
+        if p is None:
+            continue
+        if not (math.isfinite(mean) and p.lower < mean < p.upper):
+            raise ValueError(
+                f"--prior {name}={mean:g},{sd:g}: the prior mean {mean:g} is outside the "
+                f"bounds of {name} ({p.lower:g} to {p.upper:g} {p.unit}); give a mean "
+                "inside them (natural scale)"
+            )
+        if not (math.isfinite(sd) and sd > 0):
+            raise ValueError(
+                f"--prior {name}={mean:g},{sd:g}: the prior SD must be a number > 0 "
+                "(estimation scale)"
+            )
+
+
 @app.command()
 @reports_errors
 def fit(
@@ -294,8 +540,16 @@ def fit(
             "--prior", help="Gaussian prior: name=mean,sd (mean natural, SD estimation scale)."
         ),
     ] = None,
-    n_starts: Annotated[int, typer.Option(help="Number of optimiser starts.")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the extra starts.")] = 1,
+    n_starts: Annotated[str, typer.Option(help="Number of optimiser starts (>= 1).")] = "1",
+    seed: Annotated[
+        str, typer.Option(help="Seed of the extra starts (a non-negative integer).")
+    ] = "1",
+    analyte: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--analyte", help="Fit only this analyte (repeatable or comma-separated; default all)."
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the fit as JSON.")
     ] = None,
@@ -320,26 +574,35 @@ def fit(
     from .fit_result import FitResult
     from .model import load_model
 
+    check_outputs([(output, "-o", "file"), (plot, "--plot", "figure")], [data, model_input(model)])
+    starts = parse_count(n_starts, "--n-starts", minimum=1)
+    seed_value = parse_seed(seed)
+    analytes = parse_analytes(analyte)
     spec = load_model(model)
     ds = read_dataset(data)
     subject = None if id is None else match_id(id, ds.ids)
+    fitted = check_analytes(analytes, ds.analytes)
     errors = parse_errors(error or [])
     params = {
         name: {"value": value, "vary": False}
         for name, value in parse_assignments(fix or [], "--fix").items()
     }
     priors = parse_priors(prior or [])
-    check_fixed(spec, params, error_spec(errors, ds.analytes))
+    check_prior_bounds(spec, priors)
+    check_fixed(spec, params, error_spec(errors, fitted))
     prior_means(spec, priors)
+    who = f"ID {subject}" if subject is not None else f"{len(ds.ids)} subject(s)"
+    clock = started(f"fitting {spec.name} to {who}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = run_fit(
             spec, ds, id=subject, params=params, error=errors, priors=priors,
-            n_starts=n_starts, seed=seed,
+            n_starts=starts, seed=seed_value, analytes=analytes,
         )  # fmt: skip
+    finished("fit done", clock)
     for warning in caught:
         if not issubclass(warning.category, FitWarning):
-            typer.echo(f"warning: {warning.message}")
+            typer.echo(f"warning: {one_line(warning.message)}", err=True)
     results = [result] if isinstance(result, FitResult) else list(result.results.values())
     if isinstance(result, FitResult):
         show_fit(result)
@@ -399,7 +662,15 @@ def popfit(
     n_iter: Annotated[
         str, typer.Option(help="SAEM iterations: exploration,smoothing.")
     ] = "300,150",
-    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 1,
+    seed: Annotated[
+        str, typer.Option(help="Seed of every random draw (a non-negative integer).")
+    ] = "1",
+    analyte: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--analyte", help="Fit only this analyte (repeatable or comma-separated; default all)."
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the fit as JSON.")
     ] = None,
@@ -408,21 +679,48 @@ def popfit(
     ] = None,
 ) -> None:
     """Population fit (nonlinear mixed effects) by SAEM."""
+    from .data import read_dataset
+    from .model import load_model
     from .population import fit_population
 
-    result = fit_population(
-        model,
-        data,
-        random=[name.strip() for name in random.split(",") if name.strip()],
-        covariates=parse_covariates(covariate or []),
-        error=parse_errors(error or []) or None,
-        omega=omega,
-        seed=seed,
-        n_iter=parse_pair(n_iter, "--n-iter"),
+    figures = [] if plots is None else [plots / "gof.png", plots / "vpc.png"]
+    check_outputs(
+        [(output, "-o", "file"), (plots, "--plots", "directory")]
+        + [(path, "--plots", "file") for path in figures if path.exists()],
+        [data, model_input(model)],
     )
+    names = [name.strip() for name in random.split(",")]
+    if not all(names):
+        raise ValueError(
+            f"--random {random!r}: expected parameter names separated by commas, e.g. C0,rho,alpha"
+        )
+    seed_value = parse_seed(seed)
+    iterations = parse_pair(n_iter, "--n-iter")
+    analytes = parse_analytes(analyte)
+    spec = load_model(model)
+    ds = read_dataset(data)
+    check_analytes(analytes, ds.analytes)
+    effects = parse_covariates(covariate or [])
+    errors = parse_errors(error or []) or None
+    clock = started(
+        f"population fit of {spec.name} to {len(ds.ids)} subjects by SAEM "
+        f"({iterations[0]} + {iterations[1]} iterations, then importance sampling)"
+    )
+    result = fit_population(
+        spec,
+        ds,
+        random=names,
+        covariates=effects,
+        error=errors,
+        omega=omega,
+        seed=seed_value,
+        n_iter=iterations,
+        analytes=analytes,
+    )
+    finished("population fit done", clock)
     typer.echo(
         f"{result.model.name}: {len(result.ids)} subjects, {result.n_obs} observations, "
-        f"SAEM {n_iter} iterations, seed {seed}"
+        f"SAEM {n_iter} iterations, seed {seed_value}"
     )
     show("Fixed effects", result.fixed_effects)
     show("Between-subject variability (SD, estimation scale)", result.omega_table)
@@ -453,8 +751,10 @@ def scenarios(
     doses: Annotated[str, typer.Option(help="Doses in CAR-T cells/kg, comma-separated.")] = (
         "1e6,2e6,3e6"
     ),
-    n: Annotated[int, typer.Option(help="Virtual patients (the same at every dose).")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 1,
+    n: Annotated[str, typer.Option(help="Virtual patients (the same at every dose).")] = "1000",
+    seed: Annotated[
+        str, typer.Option(help="Seed of every random draw (a non-negative integer).")
+    ] = "1",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the per-patient table (CSV).")
     ] = None,
@@ -471,6 +771,13 @@ def scenarios(
     from .population_result import PopulationFit
     from .scenarios import scenarios as run_scenarios
 
+    figures = [] if plots is None else [plots / "exposure.png", plots / "bands.png"]
+    check_outputs(
+        [(output, "-o", "file"), (plots, "--plots", "directory")]
+        + [(path, "--plots", "file") for path in figures if path.exists()],
+        [model_input(source) or (Path(source) if source.endswith(".json") else None)],
+    )
+    seed = parse_seed(seed)  # type: ignore[assignment]
     origin: Any = source
     if source.endswith(".json"):
         if parameters is not None:
@@ -482,6 +789,7 @@ def scenarios(
         levels = [float(part) for part in doses.split(",")]
     except ValueError:
         raise ValueError(f"--doses {doses!r}: expected numbers, e.g. 1e6,2e6,3e6") from None
+    n = check_patients(parse_count(n, "--n", minimum=1), len(levels))  # type: ignore[assignment]
     result = run_scenarios(origin, doses=levels, n=n, seed=seed)
     show(f"{n} virtual patients per dose (seed {seed})", result.summary())
     for note in result.notes:
@@ -508,6 +816,7 @@ def demo(
     from .nca import nca as run_nca
     from .nca import nca_summary
 
+    check_outputs([(figure, "--figure", "figure")])
     typer.echo("cartpk demo 1: NCA of the bundled synthetic phase 1 CAR-T trial")
     typer.echo("(30 subjects, 1.0 / 2.0 / 3.0 x10^6 CAR-T cells/kg; qPCR copies/ug DNA)")
     table = run_nca(bundled("phase1_trial.csv"), analyte="CART", intervals=[(0, 28)])

@@ -21,7 +21,7 @@ import re
 import sys
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from importlib.metadata import version
@@ -740,6 +740,11 @@ def cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "cartpk"
 
 
+#: Called with a model's name when its kernels are not in the cache yet, so that the
+#: first use compiles them (the command line sets it to print a line on stderr).
+COMPILE_NOTICE: Callable[[str], None] | None = None
+
+
 def _import_generated(name: str, code: str) -> ModuleType:
     """Write ``code`` under the cache (once, atomically) and import it as a module."""
     digest = hashlib.sha256(code.encode("utf-8")).hexdigest()[:16]
@@ -748,6 +753,8 @@ def _import_generated(name: str, code: str) -> ModuleType:
         return sys.modules[module_name]
     directory = cache_dir() / f"{name}-{digest}"
     path = directory / f"{module_name}.py"
+    if COMPILE_NOTICE is not None and not any(directory.glob("__pycache__/*.nbi")):
+        COMPILE_NOTICE(name)
     if not path.is_file():
         _write_atomically(path, code)
     spec = importlib.util.spec_from_file_location(module_name, path)
