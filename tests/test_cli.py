@@ -397,3 +397,35 @@ def test_fit_reports_start_and_end_and_fits_only_the_analyte(tmp_path: Path) -> 
     assert alone.returncode == 0, alone.stderr
     alone_fit = FitResult.from_json((tmp_path / "alone.json").read_text())
     assert fitted.estimates == pytest.approx(alone_fit.estimates, rel=1e-8)
+
+
+def test_models_lists_parameter_sets_and_correlations() -> None:
+    """`cartpk models` names every parameter set with its product, reference dose and the
+    models it fits, and prints each model's correlated random effects."""
+    from cartpk.parameter_sets import list_parameter_sets, load_parameter_set
+
+    result = run_cli("models")
+    assert result.returncode == 0, result.stderr
+    assert "correlated random effects: C0:rho -0.258, rho:tmax -0.957" in result.stdout
+    for name in list_parameter_sets():
+        pset = load_parameter_set(name)
+        assert f"  {name}: {pset.product}" in result.stdout
+    assert "models: ck_stein, ck_vegf" in result.stdout
+
+
+def test_scenarios_parameters_and_write(tmp_path: Path) -> None:
+    """--parameters applies a named set (cilta-cel: dose_exp 0, so the same Cmax at both
+    doses); --write streams the per-patient table to Parquet, the same rows as -o."""
+    parquet, csv = tmp_path / "p.parquet", tmp_path / "p.csv"
+    args = ("scenarios", "ck_stein", "--parameters", "cilta-cel", "--n", "40", "--doses")
+    result = run_cli(*args, "1e6,2e6", "--write", str(parquet), "-o", str(csv))
+    assert result.returncode == 0, result.stderr
+    streamed, table = pd.read_parquet(parquet), pd.read_csv(csv)
+    assert len(streamed) == len(table) == 80
+    np.testing.assert_allclose(streamed["cmax"], table["cmax"], rtol=1e-12)
+    low, high = (table.loc[table["DOSE"] == d, "cmax"].to_numpy() for d in (1e6, 2e6))
+    np.testing.assert_allclose(low, high, rtol=1e-12)
+    assert (table["C0"] != 6.153846153846154).all()
+    bad = run_cli("scenarios", "ck_stein", "--parameters", "nope", "--n", "5")
+    assert bad.returncode == 2 and "unknown parameter set 'nope'" in bad.stderr
+    assert "Traceback" not in bad.stderr
