@@ -242,3 +242,16 @@ def test_published_summaries_are_reproduced(name: str) -> None:
     assert failing.empty, failing.to_string()
     p999 = table.loc[table["quantity"] == "cmax_p99.9", "simulated"].item()
     assert p999 < CMAX_CEILING
+
+
+@pytest.mark.parametrize("name", [None, *SETS])
+def test_builtin_sets_solve_every_patient(name: str | None) -> None:
+    """Zero solver failures on the built-in variability: 2,000 virtual patients of ck_vegf
+    (the stiffer model, with the VEGF response) at 1, 2 and 3e6 cells/kg, bare or with
+    each set; every peak below the 1e7 copies/ug ceiling."""
+    model = load_model("ck_vegf", parameters=name)
+    result = ck.scenarios(model, doses=[1e6, 2e6, 3e6], n=2000, seed=7)
+    assert result.summary()["n_failed"].sum() == 0
+    assert result.failures().empty and result.notes == []
+    assert (result.patients["solver"] == "dopri5").all()
+    assert result.patients["cmax"].max() < CMAX_CEILING
