@@ -335,6 +335,9 @@ BAD_INPUTS = [
      "--analyte VEGF: no such analyte in the data (the data have: CART)"),
     ("demo --figure unknown format", ["demo", "--figure", "{tmp}/poems.txt"],
      "unknown figure format '.txt'"),
+    ("--interval not numbers (usage error)", ["nca", "{data}", "--interval", "a", "b"],
+     "Invalid value for '--interval'"),
+    ("missing argument (usage error)", ["fit", "ck_stein"], "Missing argument 'data'"),
 ]  # fmt: skip
 
 

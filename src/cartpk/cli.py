@@ -885,6 +885,8 @@ def main() -> int:
     try:
         code = app(prog_name="cartpk", standalone_mode=False)
     except usage_error as err:
+        if not err.format_message().strip():  # no arguments: the help was shown
+            return 2
         command = err.ctx.command_path if err.ctx is not None else "cartpk"
         typer.echo(f"error: {one_line(err.format_message())} (see {command} --help)", err=True)
         return 2
