@@ -31,6 +31,14 @@ app = typer.Typer(
     help="cartpk: CAR-T cellular kinetics, NCA, model fitting and dose scenarios.",
 )
 
+#: ``--analyte`` of fit and popfit.
+AnalyteOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--analyte", help="Fit only this analyte (repeatable or comma-separated; default all)."
+    ),
+]
+
 USER_ERRORS = (DataError, ModelError, SolverError, FitError, FileNotFoundError, ValueError)
 
 
@@ -546,12 +554,7 @@ def fit(
     seed: Annotated[
         str, typer.Option(help="Seed of the extra starts (a non-negative integer).")
     ] = "1",
-    analyte: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--analyte", help="Fit only this analyte (repeatable or comma-separated; default all)."
-        ),
-    ] = None,
+    analyte: AnalyteOption = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the fit as JSON.")
     ] = None,
@@ -667,12 +670,7 @@ def popfit(
     seed: Annotated[
         str, typer.Option(help="Seed of every random draw (a non-negative integer).")
     ] = "1",
-    analyte: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--analyte", help="Fit only this analyte (repeatable or comma-separated; default all)."
-        ),
-    ] = None,
+    analyte: AnalyteOption = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the fit as JSON.")
     ] = None,
