@@ -135,3 +135,25 @@ def test_hessian_error_terms_are_those_of_the_taylor_expansion() -> None:
     np.testing.assert_allclose(quartic, [[12 + 2 * h**2, 0.0], [0.0, 0.0]], rtol=1e-9, atol=1e-9)
     cross = hessian(lambda X: (X[:, 0] * X[:, 1]) ** 2, np.ones(2), step=h)
     np.testing.assert_allclose(cross, [[2.0, 4 + h**2], [4 + h**2, 2.0]], rtol=1e-9)
+
+
+def test_indefinite_hessian_gives_no_standard_errors() -> None:
+    """An indefinite Hessian whose inverse has a positive diagonal (hand-picked: eigenvalues
+    -1.44, 0.14, 0.53; inverse diagonal 0.71, 4.41, 3.15) would give a 'correlation' of
+    -1.44 between the first two parameters: no covariance and no correlation note, but a
+    note that says why."""
+    from cartpk.fit import covariance_from
+
+    h = np.array([[-0.92, -0.73, 0.38], [-0.73, -0.21, 0.03], [0.38, 0.03, 0.36]])
+    assert np.linalg.eigvalsh(h)[0] < 0 and np.all(np.diag(np.linalg.inv(h)) > 0)
+    cov, notes = covariance_from(h, ["a", "b", "c"])
+    assert cov is None
+    assert notes == [
+        "Hessian is not positive definite (the data do not determine every parameter, "
+        "or the optimum is a saddle): standard errors not computable"
+    ]
+    # Positive definite, correlation of 2 H^-1 = -h12 / h11 = -0.96: kept, and named.
+    spd = np.array([[2.0, 1.92], [1.92, 2.0]])
+    cov, notes = covariance_from(spd, ["a", "b"])
+    np.testing.assert_allclose(cov, 2 * np.linalg.inv(spd), rtol=1e-12)
+    assert notes == ["a and b are correlated (-0.960)"]

@@ -537,8 +537,18 @@ def covariance_from(h: np.ndarray, names: list[str]) -> tuple[np.ndarray | None,
     except np.linalg.LinAlgError:
         return None, ["Hessian is singular: standard errors not computable"]
     var = np.diag(cov)
-    if np.any(~np.isfinite(var)) or np.any(var <= 0):
-        return None, ["Hessian is not positive definite: standard errors not computable"]
+    symmetric = (h + h.T) / 2
+    if (
+        np.any(~np.isfinite(var))
+        or np.any(var <= 0)
+        or not np.all(np.isfinite(symmetric))
+        or np.linalg.eigvalsh(symmetric)[0] <= 0
+    ):
+        # An indefinite Hessian gives "correlations" beyond +-1: report none of them.
+        return None, [
+            "Hessian is not positive definite (the data do not determine every parameter, "
+            "or the optimum is a saddle): standard errors not computable"
+        ]
     corr = cov / np.sqrt(np.outer(var, var))
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
