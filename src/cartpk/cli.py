@@ -574,7 +574,8 @@ def fit(
     import warnings
 
     from .data import read_dataset
-    from .fit import FitWarning, error_spec, prior_means
+    from .errors import FitWarning
+    from .fit import error_spec, prior_means
     from .fit import fit as run_fit
     from .fit_result import FitResult
     from .model import load_model

@@ -1,4 +1,5 @@
-"""Exceptions raised by cartpk, one per kind of failure a user must act on."""
+"""Exceptions raised by cartpk, one per kind of failure a user must act on, and the
+warning of a fit whose result needs care."""
 
 
 class DataError(ValueError):
@@ -15,3 +16,7 @@ class SolverError(RuntimeError):
 
 class FitError(RuntimeError):
     """A fit could not be carried out (as opposed to one that ran and did not converge)."""
+
+
+class FitWarning(UserWarning):
+    """A fit ran but its result needs care: not converged, or not identifiable."""

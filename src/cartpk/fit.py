@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .data import Dataset, as_dataset, shown
-from .errors import DataError, FitError
+from .errors import DataError, FitError, FitWarning
 from .fit_result import FitResult, FitTable
 from .likelihood import ERROR_MODELS, KIND_CODES, ObservationArrays, pack_observations
 from .model import Model, load_model
@@ -31,10 +31,6 @@ from .solve import METHODS, check_tolerances, method_code
 FAILED_OBJECTIVE = 1e12
 PARALLEL_POINTS = 4  # fewer parameter points than this are solved on the calling thread
 ERROR_STARTS = {"sigma": 0.3, "b": 0.2, "a": 1.0}
-
-
-class FitWarning(UserWarning):
-    """A fit ran but its result needs care: not converged, or not identifiable."""
 
 
 def check_count(value: Any, name: str, minimum: int = 1) -> int:

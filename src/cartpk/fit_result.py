@@ -24,7 +24,7 @@ import lmfit
 import numpy as np
 import pandas as pd
 
-from .errors import FitError, SolverError
+from .errors import FitError, FitWarning, SolverError
 from .exposure import exposure as model_exposure
 from .likelihood import ERROR_MODELS, on_scale, residual_sd
 from .model import Model, list_models, load_model, model_from_text
@@ -298,7 +298,6 @@ class FitResult:
         self, output: str, interval: tuple[float, float], n: int, seed: int, method: str
     ) -> pd.DataFrame | None:
         """Exposure of every in-bounds parameter draw (None, with a warning, if none)."""
-        from .fit import FitWarning
 
         if not self.has_covariance:
             warnings.warn(

@@ -62,6 +62,7 @@ from .likelihood import (
     pack_observations,
 )
 from .model import Model, load_model
+from .population_after import OMEGA_FLOOR, finish
 from .population_result import PopulationFit
 from .scales import SCALE_CODES, estimation_bounds, to_estimation
 from .solve import check_tolerances, method_code
@@ -70,8 +71,6 @@ ANNEAL = 0.95
 TARGET_ACCEPTANCE = 0.4
 PSEUDO_END = 0.01  # SD the vanishing pseudo-random effect reaches at the end of exploration
 ERROR_START = {"sigma": 0.5, "b": 0.3, "a": 1.0}
-OMEGA_FLOOR = 1e-3  # smallest between-subject SD (estimation scale) SAEM lets an omega reach
-COLLAPSED = 1e-2  # an SD below this at the end is reported as collapsed (fixed, no SE)
 
 
 @dataclass
@@ -592,8 +591,6 @@ class Saem:
         return out
 
     def result(self, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
-        from .population_after import finish
-
         return finish(self, ds, n_is, seed)
 
 

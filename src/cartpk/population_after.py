@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -20,13 +20,40 @@ from scipy.special import logsumexp
 from scipy.stats import t as student_t
 
 from .data import Dataset
-from .fit import FitWarning, fit
+from .errors import FitWarning
+from .fit import fit
 from .population_result import PopulationFit
 from .scales import to_natural
 from .solve import solve_batch
 
-if TYPE_CHECKING:
-    from .population import Saem
+#: Smallest between-subject SD (estimation scale) SAEM lets an omega reach.
+OMEGA_FLOOR = 1e-3
+#: An SD below this at the end is reported as collapsed (fixed, no SE).
+COLLAPSED = 1e-2
+
+
+class Saem(Protocol):
+    """What the post-fit steps read of a finished SAEM run (``cartpk.population.Saem``):
+    the design ``d``, the solver settings, the estimates (``mu``, ``theta``, ``omega``,
+    ``error``), the smoothed individual statistics and the iteration history."""
+
+    d: Any
+    solver: np.ndarray
+    n_explore: int
+    mu: np.ndarray
+    mu_bounds: np.ndarray
+    theta: np.ndarray
+    omega: np.ndarray
+    error: dict[str, Any]
+    kind: np.ndarray
+    s_phi: np.ndarray
+    s_phi_sq: np.ndarray
+    history: list[dict[str, float]]
+
+    def observation_args(self) -> tuple: ...
+
+    def natural_rows(self, phi: np.ndarray, covariates: np.ndarray) -> np.ndarray: ...
+
 
 IS_DF = 5
 IS_CHUNK = 20_000
@@ -114,8 +141,6 @@ def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
 def collapsed(run: Saem) -> list[int]:
     """Indices (model parameter order) of random effects whose SD ended below
     ``COLLAPSED``: the data do not determine them; they are reported without an SE."""
-    from .population import COLLAPSED
-
     sd = np.sqrt(np.diag(run.omega))
     return [
         j
@@ -126,8 +151,6 @@ def collapsed(run: Saem) -> list[int]:
 
 def collapsed_notes(run: Saem) -> list[str]:
     """One note per collapsed between-subject SD (see :func:`collapsed`)."""
-    from .population import COLLAPSED, OMEGA_FLOOR
-
     notes = []
     for j in collapsed(run):
         name = run.d.model.param_names[j]

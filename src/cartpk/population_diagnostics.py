@@ -31,8 +31,7 @@ import pandas as pd
 from scipy.linalg import solve_triangular
 from scipy.special import ndtri
 
-from .errors import FitError
-from .fit import FitWarning
+from .errors import FitError, FitWarning
 from .fit_result import cartpk_version, model_from, model_reference, number, parse_json, plain
 from .likelihood import residual_sd
 from .scales import to_natural
