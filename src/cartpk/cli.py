@@ -333,8 +333,10 @@ def models() -> None:
     from .model import list_models, load_model
     from .parameter_sets import list_parameter_sets, load_parameter_set
 
+    parameters: dict[str, set[str]] = {}
     for name in list_models():
         model = load_model(name)
+        parameters[name] = set(model.parameters)
         typer.echo(f"\n{name}: {model.description}")
         typer.echo(f"  outputs: {', '.join(model.outputs)}   states: {', '.join(model.states)}")
         typer.echo(f"  source: {model.source}")
@@ -345,7 +347,7 @@ def models() -> None:
     typer.echo("\nparameter sets (load_model(name, parameters=SET), --parameters SET):")
     for name in list_parameter_sets():
         pset = load_parameter_set(name)
-        fits = [m for m in list_models() if set(pset.values) <= set(load_model(m).parameters)]
+        fits = [model for model, names in parameters.items() if set(pset.values) <= names]
         typer.echo(f"  {name}: {pset.product}; {pset.description}")
         typer.echo(
             f"    reference dose {pset.reference_dose:g} {pset.dose_unit}; models: "

@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import ModelError
 from .expr import FUNCTIONS, Expression, parse_expression
-from .parameter_sets import correlation_pairs, load_parameter_set
+from .parameter_sets import ParameterSet, correlation_pairs, load_parameter_set
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -186,23 +186,18 @@ class Model:
     def correlation_matrix(self, names: tuple[str, ...] | list[str]) -> np.ndarray | None:
         """Correlation matrix of the random effects of ``names`` (in that order) from the
         model's ``[correlations]``; None when no pair among them is correlated."""
-        index = {name: k for k, name in enumerate(names)}
-        c = np.eye(len(index))
-        found = False
-        for (a, b), r in self.correlations.items():
-            if a in index and b in index:
-                c[index[a], index[b]] = c[index[b], index[a]] = r
-                found = True
-        return c if found else None
+        pairs = {pair: r for pair, r in self.correlations.items() if set(pair) <= set(names)}
+        return _pair_matrix(list(names), pairs) if pairs else None
 
-    def with_parameter_set(self, name_or_path: str | os.PathLike[str]) -> Model:
+    def with_parameter_set(self, pset: ParameterSet | str | os.PathLike[str]) -> Model:
         """A copy with a named parameter set's typical values, omegas and correlations.
 
         The set replaces the value and the omega of each parameter it lists (a parameter
         listed without an omega gets no between-subject variability) and every correlation
         that involves one of them; other parameters keep the model file's values.
         """
-        pset = load_parameter_set(name_or_path)
+        if not isinstance(pset, ParameterSet):
+            pset = load_parameter_set(pset)
         where = f"parameter set {pset.name!r} ({pset.path})"
         missing = [name for name in pset.values if name not in self.parameters]
         if missing:
@@ -603,6 +598,15 @@ def _check_parameter(par: Parameter, where: str) -> None:
         raise ModelError(f"{where} omega: must be >= 0, got {par.omega:g}")
 
 
+def _pair_matrix(names: list[str], pairs: Mapping[tuple[str, str], float]) -> np.ndarray:
+    """The correlation matrix over ``names`` with ``pairs`` set (both names in ``names``)."""
+    index = {name: k for k, name in enumerate(names)}
+    c = np.eye(len(names))
+    for (a, b), r in pairs.items():
+        c[index[a], index[b]] = c[index[b], index[a]] = r
+    return c
+
+
 def _check_correlations(
     pairs: Mapping[tuple[str, str], float], parameters: Mapping[str, Parameter], where: str
 ) -> None:
@@ -624,11 +628,7 @@ def _check_correlations(
         if not -1 < r < 1:
             raise ModelError(f'{where} "{a}:{b}": correlation {r:g} must lie in (-1, 1)')
     names = list(dict.fromkeys(name for pair in pairs for name in pair))
-    index = {name: k for k, name in enumerate(names)}
-    c = np.eye(len(names))
-    for (a, b), r in pairs.items():
-        c[index[a], index[b]] = c[index[b], index[a]] = r
-    if names and np.linalg.eigvalsh(c)[0] <= 1e-10:
+    if names and np.linalg.eigvalsh(_pair_matrix(names, pairs))[0] <= 1e-10:
         raise ModelError(
             f"{where}: the correlations of {', '.join(names)} do not form a positive "
             "definite matrix (no joint distribution has them)"

@@ -67,7 +67,7 @@ def check_parameter_set(
         cartpk.SolverError: a virtual patient could not be solved (named).
     """
     pset = load_parameter_set(name_or_path)
-    fitted = load_model(model, parameters=name_or_path)
+    fitted = load_model(model).with_parameter_set(pset)
     population = Population.from_model(fitted)
     rng = np.random.default_rng(seed)
     dose = np.full(n, pset.reference_dose)
