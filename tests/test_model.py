@@ -92,7 +92,7 @@ def models() -> dict[str, Model]:
     """Each built-in model loaded and compiled once for this module."""
     loaded = {name: load_model(name) for name in BUILTINS}
     for model in loaded.values():
-        assert model.kernels.N_STATES == len(model.states)
+        assert model.kernels.n_states == len(model.states)
     return loaded
 
 
@@ -299,7 +299,7 @@ def test_piecewise_switches_at_tmax(models: dict[str, Model], name: str) -> None
     assert before[0] == pytest.approx(model.parameters["rho"].value * y[0], rel=1e-14)
     assert before[1] == 0.0
     assert at[0] == pytest.approx(-model.parameters["alpha"].value * y[0], rel=1e-14)
-    tb = np.empty(model.kernels.N_BREAKS)
+    tb = np.empty(model.kernels.n_breaks)
     model.kernels.breakpoints(p, tb)
     np.testing.assert_array_equal(tb, [tmax])
 
@@ -318,13 +318,14 @@ def test_dose_link_and_reinfusion(models: dict[str, Model]) -> None:
     y0 = np.empty(3)
     target.kernels.initial(target.pack({"DOSE": 3e6})[0], y0)
     assert y0[0] == pytest.approx(3 * target.parameters["E0"].value, rel=1e-14)
-    assert target.kernels.N_BREAKS == 0
+    assert target.kernels.n_breaks == 0
 
 
 def test_generated_module_constants(models: dict[str, Model]) -> None:
     kernels = models["ck_vegf"].kernels
-    assert (kernels.N_STATES, kernels.N_OUTPUTS, kernels.N_P, kernels.N_BREAKS) == (4, 2, 13, 1)
-    assert "def rhs(t, y, p, dydt):" in models["ck_vegf"].source_code
+    assert (kernels.n_states, kernels.n_outputs, kernels.n_breaks) == (4, 2, 1)
+    assert "N_PARAMS = 12\nN_COVARIATES = 1\n" in models["ck_vegf"].source_code
+    assert "def rhs(t, amt, p, y, out):" in models["ck_vegf"].source_code
     assert models["ck_vegf"].with_values(kout=0.3).kernels is kernels  # same code, same module
 
 
@@ -344,7 +345,7 @@ from cartpk.model import load_model
 model = load_model("ck_stein")
 y0 = np.empty(2)
 model.kernels.initial(model.pack(None)[0], y0)
-print(model.kernels.__file__)
+print(model.kernels.path)
 """
 
 
@@ -354,6 +355,7 @@ def snapshot(root: Path) -> dict[str, int]:
 
 def test_second_process_reuses_cache(tmp_path: Path) -> None:
     env = {**os.environ, "CARTPK_CACHE_DIR": str(tmp_path)}
+    env.pop("NUMBA_CACHE_DIR", None)  # numba's index then sits beside the generated module
 
     def child() -> str:
         run = subprocess.run(
@@ -516,9 +518,9 @@ def integrate(model: Model, t_end: float, params: dict[str, float] | None = None
     """scipy LSODA at tight tolerance through the compiled rhs, restarting at breakpoints."""
     kernels = model.kernels
     p = model.pack(params or {})[0]
-    y = np.empty(kernels.N_STATES)
+    y = np.empty(kernels.n_states)
     kernels.initial(p, y)
-    breaks = np.empty(kernels.N_BREAKS)
+    breaks = np.empty(kernels.n_breaks)
     kernels.breakpoints(p, breaks)
 
     def rhs(t: float, state: np.ndarray) -> np.ndarray:

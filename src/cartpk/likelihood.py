@@ -17,6 +17,7 @@ from scipy.special import log_ndtr
 
 from .data import Dataset, plain, rows_text, shown
 from .errors import DataError
+from .kernels.codes import KIND_CODES
 
 if TYPE_CHECKING:
     from .model import Model
@@ -72,9 +73,6 @@ def m2ll_censored(kind: str, lloq: np.ndarray, pred: np.ndarray, error: dict) ->
 def prior_penalty(estimates: np.ndarray, means: np.ndarray, sds: np.ndarray) -> float:
     """−2 log of Gaussian priors on the estimation scale, without constants: Σ((θ−μ)/sd)²."""
     return float(np.sum(((estimates - means) / sds) ** 2))
-
-
-KIND_CODES = {"log": 0, "proportional": 1, "additive": 2, "combined": 3}
 
 
 @dataclass

@@ -4,9 +4,11 @@ A model file declares parameters, covariates, derived quantities, states with th
 initial values, one equation (time derivative) per state, outputs, breakpoints and a dose
 link; ``models/README.md`` documents the format. :func:`load_model` validates the file,
 checks every expression against the whitelist of :mod:`cartpk.expr`, generates the
-module of numba functions described in ``docs/architecture.md`` ("Generated module"),
-appends the solver template ``_kernels.py`` and imports the result from the cache
-directory, so that numba's own on-disk cache is reused by later processes.
+module of five small numba functions that :mod:`cartpk.kernels.contract` defines (initial
+state, right-hand side, outputs, breakpoints, dose) and imports it from the cache
+directory, so that numba's own on-disk cache is reused by later processes. The solver,
+exposure, likelihood and MCMC kernels are not part of it: they are compiled once per
+installation and reach the model's functions through function pointers.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from importlib.metadata import version
 from importlib.resources import files
 from pathlib import Path
@@ -34,16 +36,19 @@ import numpy as np
 
 from .errors import ModelError
 from .expr import FUNCTIONS, Expression, parse_expression
+from .kernels import ModelKernels
+from .kernels.codes import METHODS
+from .kernels.contract import SIGNATURE
 from .parameter_sets import ParameterSet, correlation_pairs, load_parameter_set
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SCALES = ("log", "logit", "none")
-SOLVERS = ("dopri5", "rodas")
+SOLVERS = tuple(METHODS)
 RESERVED = frozenset({"t", "AMT", *FUNCTIONS})
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-JIT = '@numba.njit(cache=True, fastmath=False, error_model="numpy")'
+JIT = '@numba.njit(SIGNATURE, cache=True, fastmath=False, error_model="numpy")'
 
 SECTIONS = {
     "model": ("name", "description", "source", "solver"),
@@ -145,9 +150,10 @@ class Model:
         return np.array([par.value for par in self.parameters.values()], dtype=np.float64)
 
     @cached_property
-    def kernels(self) -> ModuleType:
-        """The generated module (compiled by numba on first call, cached on disk)."""
-        return _import_generated(self.name, self.source_code)
+    def kernels(self) -> ModelKernels:
+        """The kernels bound to this model's functions (the functions are compiled by numba
+        on first use and cached on disk; the kernels themselves are compiled once)."""
+        return compiled_kernels(self.name, self.source_code)
 
     def pack(self, params: Any, covariates: Any = None) -> np.ndarray:
         """Build the float64 ``p`` matrix ``(n, n_par + n_cov)`` that the kernels take.
@@ -638,29 +644,33 @@ def _check_correlations(
 # --- code generation ---------------------------------------------------------------------
 
 
-TEMPLATES = ("_kernels.py", "_likelihood.py")
-
-
 def _generate(spec: _Spec) -> str:
-    """The generated module: header, constants, the five model functions, ``_kernels.py``."""
+    """The generated module: header, constants and the five model functions of the kernel
+    contract (:mod:`cartpk.kernels.contract`), nothing else."""
     dose_state = list(spec.states).index(spec.dosing[0]) if spec.dosing else -1
     functions = [
-        _function(spec, "initial(p, y0)", "y0", [state.initial for state in spec.states.values()]),
-        _function(spec, "rhs(t, y, p, dydt)", "dydt", list(spec.equations.values())),
-        _function(
-            spec, "outputs(t, y, p, out)", "out", [out.expression for out in spec.outputs.values()]
-        ),
-        _function(spec, "breakpoints(p, tb)", "tb", spec.breakpoints),
+        _function(spec, "initial", [state.initial for state in spec.states.values()]),
+        _function(spec, "rhs", list(spec.equations.values())),
+        _function(spec, "outputs", [out.expression for out in spec.outputs.values()]),
+        _function(spec, "breakpoints", spec.breakpoints),
         _function(
             spec,
-            "dose_into(p, amt, y)",
-            "y",
+            "dose",
             [spec.dosing[1]] if spec.dosing else [],
             first=max(dose_state, 0),
             op="+=",
         ),
     ]
-    return _append_kernels("\n\n\n".join([_header(spec, dose_state), *functions]))
+    names = ", ".join(f"{role}" for role in ROLES)
+    tail = [
+        f"FUNCTIONS = ({names})",
+        f"DIMS = np.array([{len(spec.states)}, {len(spec.outputs)}, {len(spec.breakpoints)}])",
+    ]
+    return "\n\n\n".join([_header(spec, dose_state), *functions, "\n".join(tail)]) + "\n"
+
+
+#: The model functions in the order of the kernel contract's tuple.
+ROLES = ("initial", "rhs", "outputs", "breakpoints", "dose")
 
 
 def _header(spec: _Spec, dose_state: int) -> str:
@@ -670,16 +680,16 @@ def _header(spec: _Spec, dose_state: int) -> str:
         f"# Generated by cartpk {_cartpk_version()} (numba {version('numba')}) from model "
         f"{spec.name!r}.",
         "# Do not edit: cartpk regenerates it, and its name carries the hash of this text.",
+        "# Every function is f(t, amt, p, y, out) on float64 pointers (cartpk.kernels.contract).",
         f"# p = [{', '.join(columns)}]",
         f"# y = [{', '.join(spec.states)}]; out = [{', '.join(spec.outputs)}]",
+        f"# dose: out[{dose_state}] += amount (out is y); -1: the model takes no dose records",
         "import math",
         "",
         "import numba",
+        "import numpy as np",
         "",
-        f"N_STATES = {len(spec.states)}",
-        f"N_OUTPUTS = {len(spec.outputs)}",
-        f"N_P = {len(columns)}",
-        f"N_BREAKS = {len(spec.breakpoints)}",
+        f"SIGNATURE = {SIGNATURE!r}",
         f"N_PARAMS = {len(spec.parameters)}",
         f"N_COVARIATES = {len(spec.covariates)}",
         f"DOSE_STATE = {dose_state}",
@@ -689,13 +699,12 @@ def _header(spec: _Spec, dose_state: int) -> str:
 
 def _function(
     spec: _Spec,
-    signature: str,
-    target: str,
+    name: str,
     expressions: list[Expression],
     first: int = 0,
     op: str = "=",
 ) -> str:
-    """One njit function: load the names it needs as locals, then set ``target[first + i]``."""
+    """One compiled model function: load the names it needs, then set ``out[first + i]``."""
     needed = spec.uses(set().union(*(expr.names for expr in expressions)))
     rename = {name: f"_{name}" for name in spec.declared} | {"t": "t", "AMT": "amt"}
     body = [
@@ -707,22 +716,10 @@ def _function(
     body += [
         f"_{name} = {expr.emit(rename)}" for name, expr in spec.derived.items() if name in needed
     ]
-    body += [
-        f"{target}[{first + i}] {op} {expr.emit(rename)}" for i, expr in enumerate(expressions)
-    ]
-    lines = [JIT, f"def {signature}:", *(f"    {line}" for line in body or ["return"])]
+    body += [f"out[{first + i}] {op} {expr.emit(rename)}" for i, expr in enumerate(expressions)]
+    head = [JIT, f"def {name}(t, amt, p, y, out):"]
+    lines = [*head, *(f"    {line}" for line in body or ["return"])]
     return "\n".join(lines)
-
-
-def _append_kernels(model_part: str) -> str:
-    """Append the solver and likelihood templates; ``from __future__`` lines open the module."""
-    future, rest = [], []
-    for template in TEMPLATES:
-        path = Path(__file__).with_name(template)
-        rest.append(f"# --- {template} ---")
-        for line in path.read_text(encoding="utf-8").splitlines():
-            (future if line.startswith("from __future__ import") else rest).append(line)
-    return "\n".join([*dict.fromkeys(future), model_part, "", "", *rest]) + "\n"
 
 
 def _cartpk_version() -> str:
@@ -753,9 +750,9 @@ def _import_generated(name: str, code: str) -> ModuleType:
         return sys.modules[module_name]
     directory = cache_dir() / f"{name}-{digest}"
     path = directory / f"{module_name}.py"
-    if COMPILE_NOTICE is not None and not any(directory.glob("__pycache__/*.nbi")):
-        COMPILE_NOTICE(name)
     if not path.is_file():
+        if COMPILE_NOTICE is not None:
+            COMPILE_NOTICE(name)
         _write_atomically(path, code)
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
@@ -767,6 +764,14 @@ def _import_generated(name: str, code: str) -> ModuleType:
         del sys.modules[module_name]
         raise
     return module
+
+
+@lru_cache(maxsize=None)
+def compiled_kernels(name: str, code: str) -> ModelKernels:
+    """The kernels bound to the functions of a generated module (``Model.source_code``);
+    one object per distinct code in a process."""
+    module = _import_generated(name, code)
+    return ModelKernels(module.FUNCTIONS, module.DIMS, module.__file__)
 
 
 def _write_atomically(path: Path, text: str) -> None:

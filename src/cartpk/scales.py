@@ -6,9 +6,53 @@ nearly so) and its uncertainty roughly Gaussian; reports are on the natural scal
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 
-SCALE_CODES = {"none": 0, "log": 1, "logit": 2}
+from .kernels.codes import SCALE_CODES, SCALE_LOG, SCALE_LOGIT
+
+
+@numba.njit(cache=True, error_model="numpy")
+def natural_value(x: float, code: int, lower: float, upper: float) -> float:
+    """The estimation-scale value x on the natural scale: exp(x) for log, lower + (upper −
+    lower)/(1 + exp(−x)) for logit on [lower, upper], x itself for none. This is the one
+    implementation of the transform; kernels and Python both call it."""
+    if code == SCALE_LOG:
+        return math.exp(x)
+    if code == SCALE_LOGIT:
+        return lower + (upper - lower) / (1.0 + math.exp(-x))
+    return x
+
+
+@numba.njit(cache=True, error_model="numpy")
+def natural_into(phi, code, lower, upper, out) -> None:
+    """out[j] = natural_value(phi[j], code[j], lower[j], upper[j]) for j < phi.size."""
+    for j in range(phi.size):
+        out[j] = natural_value(phi[j], code[j], lower[j], upper[j])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _natural_rows(phi, code, lower, upper):
+    out = np.empty(phi.shape)
+    for i in range(phi.shape[0]):
+        natural_into(phi[i], code, lower, upper, out[i])
+    return out
+
+
+def natural_rows(
+    phi: np.ndarray, code: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> np.ndarray:
+    """Rows of estimation-scale parameters phi (k, n) on the natural scale (k, n), with
+    per-column scale codes (``SCALE_CODES``) and bounds (n,)."""
+    phi = np.ascontiguousarray(phi, dtype=float)
+    return _natural_rows(
+        phi,
+        np.ascontiguousarray(code, dtype=np.int64),
+        np.ascontiguousarray(lower, dtype=float),
+        np.ascontiguousarray(upper, dtype=float),
+    )
 
 
 def to_estimation(value: float, scale: str, lower: float, upper: float) -> float:
@@ -21,13 +65,10 @@ def to_estimation(value: float, scale: str, lower: float, upper: float) -> float
 
 
 def to_natural(x: np.ndarray | float, scale: str, lower: float, upper: float) -> np.ndarray:
-    """Inverse of :func:`to_estimation`."""
+    """Inverse of :func:`to_estimation`, for one parameter (any shape of x)."""
     x = np.asarray(x, dtype=float)
-    if scale == "log":
-        return np.exp(x)
-    if scale == "logit":
-        return lower + (upper - lower) / (1 + np.exp(-x))
-    return x
+    flat = natural_rows(x.reshape(-1, 1), [SCALE_CODES[scale]], [lower], [upper])
+    return flat.reshape(x.shape)
 
 
 def delta_se(x: float, sd: float, scale: str, lower: float, upper: float) -> float:

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field, replace
 from itertools import islice
 from os import PathLike, cpu_count
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,7 +42,8 @@ import pandas as pd
 from .data import Dataset, read_dataset
 from .errors import DataError, ModelError
 from .exposure import _interval, _output_index
-from .model import Model, _import_generated
+from .kernels import ModelKernels
+from .model import Model, compiled_kernels
 from .scales import to_estimation, to_natural
 from .solve import METHODS, STATUS_REASONS, as_model, check_tolerances, method_code
 
@@ -352,8 +352,8 @@ class _KernelSource:
     name: str
     code: str
 
-    def load(self) -> ModuleType:
-        return _import_generated(self.name, self.code)
+    def load(self) -> ModelKernels:
+        return compiled_kernels(self.name, self.code)
 
 
 @dataclass(frozen=True)
@@ -395,7 +395,7 @@ def _run_chunk(source: _KernelSource, p: np.ndarray, s: _Settings) -> dict[str, 
         return out
 
 
-def _solve_chunk(kernels: ModuleType, p: np.ndarray, s: _Settings) -> dict[str, np.ndarray]:
+def _solve_chunk(kernels: ModelKernels, p: np.ndarray, s: _Settings) -> dict[str, np.ndarray]:
     m = p.shape[0]
     out = {name: np.full(m, np.nan) for name in ("cmax", "tmax", "auc")}
     out["status"] = np.zeros(m, dtype=np.int64)
@@ -409,11 +409,11 @@ def _solve_chunk(kernels: ModuleType, p: np.ndarray, s: _Settings) -> dict[str, 
 
 
 def _solve_at(
-    kernels: ModuleType, p: np.ndarray, t_flat: np.ndarray, t_off: np.ndarray, s: _Settings
+    kernels: ModelKernels, p: np.ndarray, t_flat: np.ndarray, t_off: np.ndarray, s: _Settings
 ) -> tuple[np.ndarray, np.ndarray]:
     """All outputs at each patient's sorted times, and the status per patient."""
     m = p.shape[0]
-    values = np.empty((t_flat.size, kernels.N_OUTPUTS))
+    values = np.empty((t_flat.size, kernels.n_outputs))
     status = np.zeros(m, dtype=np.int64)
     no_doses = (np.empty(0), np.empty(0), np.zeros(m + 1, dtype=np.int64))
     kernels.solve_batch(p, t_flat, t_off, *no_doses, *s.solver, values, status, np.empty(m))
@@ -421,7 +421,7 @@ def _solve_at(
 
 
 def _responses(
-    kernels: ModuleType, p: np.ndarray, s: _Settings, status: np.ndarray
+    kernels: ModelKernels, p: np.ndarray, s: _Settings, status: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Baseline and first times at or below the PR and CR thresholds (NaN: not reached)."""
     m, n_t = p.shape[0], s.times.size
@@ -443,7 +443,7 @@ def _responses(
 
 
 def _first_crossings(
-    kernels: ModuleType,
+    kernels: ModelKernels,
     p: np.ndarray,
     s: _Settings,
     curve: np.ndarray,

@@ -1,8 +1,9 @@
 """Solving models: the batch entry used by fitting and scenarios, and ``simulate()``.
 
-The integrators themselves are numba kernels (``_kernels.py``, compiled into each model's
-generated module): Dormand–Prince 5(4) with dense output (``"dopri5"``) and the stiffly
-accurate Rosenbrock method Rodas (``"rodas"``). Integration starts at t = 0 from the
+The integrators themselves are the numba kernels of :mod:`cartpk.kernels`, compiled once
+and given each model's functions: Dormand–Prince 5(4) with dense output (``"dopri5"``),
+the stiffly accurate Rosenbrock method Rodas (``"rodas"``) and ``"auto"``, Dormand–Prince
+that switches a subject to Rodas when its stiffness test fires. Integration starts at t = 0 from the
 model's initial state, restarts exactly at breakpoints and dose times, and reports every
 output at the requested times. Times are in days; outputs are in the model's output units.
 
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, SolverError
+from .kernels.codes import METHODS, STATUS_MAX_STEPS, STATUS_NOT_FINITE, STATUS_STEP_UNDERFLOW
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -33,20 +35,17 @@ if TYPE_CHECKING:
 
 __all__ = ["METHODS", "BatchSolution", "Doses", "simulate", "solve_batch"]
 
-#: Method names and their kernel codes (``METHOD_DOPRI5``, ``METHOD_RODAS``).
-METHODS = {"dopri5": 0, "rodas": 1}
-
 #: Kernel status codes: what went wrong, and what to try.
 STATUS_REASONS = {
-    1: (
+    STATUS_MAX_STEPS: (
         "step budget (max_steps) exceeded",
         "raise max_steps, or use method='rodas' if the problem is stiff",
     ),
-    2: (
+    STATUS_STEP_UNDERFLOW: (
         "step size underflow (the step fell below the floating-point resolution of t)",
         "the solution may blow up at this time; check the parameter values",
     ),
-    3: (
+    STATUS_NOT_FINITE: (
         "non-finite state or right-hand side",
         "check the parameter values (a state may have left the domain of log, sqrt or **)",
     ),

@@ -1,42 +1,30 @@
-"""Likelihood and Metropolis–Hastings kernels: a template appended after ``_kernels.py``.
+"""Likelihood kernels: −2 log-likelihood of subjects' observations under the model.
 
-Like ``_kernels.py`` this file is never imported on its own: ``model.py`` appends it to each
-model's generated module, where ``_solve_subject``, ``N_PARAMS`` and the model functions are
-globals. Everything works on plain float64/int64 arrays.
+Everything works on plain float64/int64 arrays; the model comes as the function tuple and
+``dims`` of ``contract.py``.
 
 Observations
 ------------
 Subject i's observations are rows ``o_off[i]:o_off[i+1]`` of flat arrays, sorted by time:
 ``o_time`` (day), ``o_out`` (output index), ``o_dv``, ``o_cens`` (1 = below LLOQ, the M3
 likelihood P(Y < LLOQ)), ``o_lloq``, and the residual error model of the row, ``o_kind``
-(0 log: Gaussian on log(DV) with SD ``o_ea``; 1 proportional: SD ``o_eb``·f;
-2 additive: SD ``o_ea``; 3 combined: SD sqrt(``o_ea``² + (``o_eb``·f)²)).
+(``codes.KIND_*``: log, Gaussian on log(DV) with SD ``o_ea``; proportional, SD ``o_eb``·f;
+additive, SD ``o_ea``; combined, SD sqrt(``o_ea``² + (``o_eb``·f)²)).
 Contributions are −2 log-likelihood with the Gaussian constant (for ``log``, that of log DV).
 A failed solve, a non-finite prediction or a non-positive one under the log or proportional
-model gives +inf.
-
-Individual parameters
----------------------
-``mh_batch`` works on the estimation scale: phi = mu + eta, mapped to the natural scale per
-parameter (``scale`` 0 none, 1 log, 2 logit on [lower, upper]). All random numbers are drawn
-by the caller (seeded numpy) and passed in, so results do not depend on the thread count.
+model gives +inf. ``solver`` = (method code, rtol, atol, max_steps).
 """
 
-# ruff: noqa: F821
+from __future__ import annotations
 
 import math
 
 import numba
 import numpy as np
 
-KIND_LOG = 0
-KIND_PROPORTIONAL = 1
-KIND_ADDITIVE = 2
-KIND_COMBINED = 3
-
-SCALE_NONE = 0
-SCALE_LOG = 1
-SCALE_LOGIT = 2
+from .codes import KIND_ADDITIVE, KIND_LOG, KIND_PROPORTIONAL, STATUS_OK
+from .contract import N_OUTPUTS
+from .integrate import solve_subject
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -85,17 +73,41 @@ def _point_m2ll(kind, dv, f, cens, lloq, ea, eb):
 
 @numba.njit(cache=True, error_model="numpy")
 def _subject_m2ll(
-    p, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, o_ea, o_eb, d_time, d_amt, solver, pred
+    model,
+    dims,
+    p,
+    o_time,
+    o_out,
+    o_dv,
+    o_cens,
+    o_lloq,
+    o_kind,
+    o_ea,
+    o_eb,
+    d_time,
+    d_amt,
+    solver,
+    pred,
 ):
     """−2LL of one subject's observations under parameters p (row of the packed matrix).
 
     ``solver`` = (method, rtol, atol, max_steps); ``pred`` a workspace (n_obs, N_OUTPUTS)
     that holds the predictions afterwards.
     """
-    code, _ = _solve_subject(
-        p, o_time, pred, d_time, d_amt, int(solver[0]), solver[1], solver[2], int(solver[3])
+    code, _ = solve_subject(
+        model,
+        dims,
+        p,
+        o_time,
+        pred,
+        d_time,
+        d_amt,
+        int(solver[0]),
+        solver[1],
+        solver[2],
+        int(solver[3]),
     )
-    if code != 0:
+    if code != STATUS_OK:
         return np.inf
     total = 0.0
     for k in range(o_time.size):
@@ -107,6 +119,8 @@ def _subject_m2ll(
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def m2ll_batch(
+    model,
+    dims,
     p,
     o_off,
     o_time,
@@ -128,6 +142,8 @@ def m2ll_batch(
     for i in numba.prange(p.shape[0]):
         lo, hi = o_off[i], o_off[i + 1]
         m2ll[i] = _subject_m2ll(
+            model,
+            dims,
             p[i],
             o_time[lo:hi],
             o_out[lo:hi],
@@ -146,11 +162,39 @@ def m2ll_batch(
 
 @numba.njit(cache=True, error_model="numpy")
 def m2ll_one(
-    p, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, o_ea, o_eb, d_time, d_amt, solver, pred
+    model,
+    dims,
+    p,
+    o_time,
+    o_out,
+    o_dv,
+    o_cens,
+    o_lloq,
+    o_kind,
+    o_ea,
+    o_eb,
+    d_time,
+    d_amt,
+    solver,
+    pred,
 ):
     """One subject's −2LL without the parallel machinery (for individual fits)."""
     return _subject_m2ll(
-        p, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, o_ea, o_eb, d_time, d_amt, solver, pred
+        model,
+        dims,
+        p,
+        o_time,
+        o_out,
+        o_dv,
+        o_cens,
+        o_lloq,
+        o_kind,
+        o_ea,
+        o_eb,
+        d_time,
+        d_amt,
+        solver,
+        pred,
     )
 
 
@@ -160,7 +204,22 @@ _SD_OFFSET = -2.0 * math.log(1e-300)
 
 @numba.njit(cache=True, error_model="numpy")
 def residuals_one(
-    p, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, o_ea, o_eb, d_time, d_amt, solver, pred, r
+    model,
+    dims,
+    p,
+    o_time,
+    o_out,
+    o_dv,
+    o_cens,
+    o_lloq,
+    o_kind,
+    o_ea,
+    o_eb,
+    d_time,
+    d_amt,
+    solver,
+    pred,
+    r,
 ):
     """One subject's −2LL written as a sum of squares, for least-squares optimisers.
 
@@ -170,8 +229,18 @@ def residuals_one(
     (r filled with 1e6) when the model cannot be solved or predicts an impossible value.
     """
     n = o_time.size
-    code, _ = _solve_subject(
-        p, o_time, pred, d_time, d_amt, int(solver[0]), solver[1], solver[2], int(solver[3])
+    code, _ = solve_subject(
+        model,
+        dims,
+        p,
+        o_time,
+        pred,
+        d_time,
+        d_amt,
+        int(solver[0]),
+        solver[1],
+        solver[2],
+        int(solver[3]),
     )
     for k in range(n):
         z, sd = _standardised(
@@ -191,10 +260,29 @@ def residuals_one(
 
 @numba.njit(cache=True, error_model="numpy")
 def _point(
-    k, P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, d_time, d_amt, solver, pred, R, m2ll
+    model,
+    dims,
+    k,
+    P,
+    EA,
+    EB,
+    o_time,
+    o_out,
+    o_dv,
+    o_cens,
+    o_lloq,
+    o_kind,
+    d_time,
+    d_amt,
+    solver,
+    pred,
+    R,
+    m2ll,
 ):
     """Residuals R[k] and −2LL m2ll[k] of one subject at parameter point k."""
     solved = residuals_one(
+        model,
+        dims,
         P[k], o_time, o_out, o_dv, o_cens, o_lloq, o_kind, EA[k], EB[k], d_time, d_amt,
         solver, pred[k], R[k],
     )  # fmt: skip
@@ -207,7 +295,23 @@ def _point(
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def points_batch(
-    P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, d_time, d_amt, solver, pred, R, m2ll
+    model,
+    dims,
+    P,
+    EA,
+    EB,
+    o_time,
+    o_out,
+    o_dv,
+    o_cens,
+    o_lloq,
+    o_kind,
+    d_time,
+    d_amt,
+    solver,
+    pred,
+    R,
+    m2ll,
 ):
     """One subject at many parameter points, in parallel (finite differences, Hessians).
 
@@ -216,148 +320,40 @@ def points_batch(
     ``pred`` is a workspace (k, n_obs, N_OUTPUTS).
     """
     for k in numba.prange(P.shape[0]):
-        _point(k, P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, d_time, d_amt,
-               solver, pred, R, m2ll)  # fmt: skip
+        _point(model, dims, k, P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind,
+               d_time, d_amt, solver, pred, R, m2ll)  # fmt: skip
 
 
 @numba.njit(cache=True, error_model="numpy")
 def points_serial(
-    P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, d_time, d_amt, solver, pred, R, m2ll
-):
-    """:func:`points_batch` on the calling thread (a few points: no thread hand-off)."""
-    for k in range(P.shape[0]):
-        _point(k, P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind, d_time, d_amt,
-               solver, pred, R, m2ll)  # fmt: skip
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _to_natural(phi, scale, lower, upper, p):
-    """Estimation-scale phi -> natural-scale parameters in the first N_PARAMS slots of p."""
-    for j in range(phi.size):
-        if scale[j] == SCALE_LOG:
-            p[j] = math.exp(phi[j])
-        elif scale[j] == SCALE_LOGIT:
-            p[j] = lower[j] + (upper[j] - lower[j]) / (1.0 + math.exp(-phi[j]))
-        else:
-            p[j] = phi[j]
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _eta_m2lp(eta, omega_inv):
-    """eta' Ω⁻¹ eta (−2 log prior density of eta without constants)."""
-    total = 0.0
-    n = eta.size
-    for a in range(n):
-        for b in range(n):
-            total += eta[a] * omega_inv[a, b] * eta[b]
-    return total
-
-
-@numba.njit(cache=True, parallel=True, error_model="numpy")
-def mh_batch(
-    mu,
-    eta,
-    m2ll,
-    mode,
-    step,
-    omega_chol,
-    omega_inv,
-    z,
-    u,
-    scale,
-    lower,
-    upper,
-    cov,
-    o_off,
+    model,
+    dims,
+    P,
+    EA,
+    EB,
     o_time,
     o_out,
     o_dv,
     o_cens,
     o_lloq,
     o_kind,
-    o_ea,
-    o_eb,
     d_time,
     d_amt,
-    d_off,
     solver,
     pred,
-    kept,
-    accepted,
+    R,
+    m2ll,
 ):
-    """Metropolis–Hastings sweeps over the random effects of every subject, in place.
-
-    ``mu`` (n, n_par): each subject's mean on the estimation scale (typical value plus
-    covariate effects); ``eta`` (n, n_par) the current random effects (0 where a parameter has
-    none) and ``m2ll`` (n,) the data −2LL at the current state, both updated in place.
-    ``z`` (n, n_moves, n_par) standard normal draws and ``u`` (n, n_moves) uniform draws.
-    ``mode`` 0: independent proposals from the prior, eta* = L z (``omega_chol`` = L, zero
-    rows for parameters without random effects), accepted on the likelihood ratio;
-    mode 1: a joint random walk eta* = eta + step ∘ z; mode 2: a random walk on one
-    component per move, cycling through those with ``step > 0``. Random walks are accepted
-    on likelihood times prior. ``pred`` is a workspace; ``kept`` (n_obs, N_OUTPUTS) holds the
-    predictions at the current state (updated on acceptance); ``accepted`` (n,) counts
-    accepted moves.
-    """
-    n_par = mu.shape[1]
-    for i in numba.prange(mu.shape[0]):
-        lo, hi = o_off[i], o_off[i + 1]
-        p = np.empty(n_par + cov.shape[1])
-        p[n_par:] = cov[i]
-        phi = np.empty(n_par)
-        proposal = np.empty(n_par)
-        current = eta[i].copy()
-        m2lp = _eta_m2lp(current, omega_inv)
-        n_accepted = 0
-        k_component = 0
-        for move in range(u.shape[1]):
-            if mode == 0:
-                for a in range(n_par):
-                    proposal[a] = 0.0
-                    for b in range(n_par):
-                        proposal[a] += omega_chol[a, b] * z[i, move, b]
-            elif mode == 1:
-                for a in range(n_par):
-                    proposal[a] = current[a] + step[a] * z[i, move, a]
-            else:
-                proposal[:] = current
-                for _ in range(n_par):
-                    k_component = (k_component + 1) % n_par
-                    if step[k_component] > 0.0:
-                        break
-                proposal[k_component] += step[k_component] * z[i, move, k_component]
-            for a in range(n_par):
-                phi[a] = mu[i, a] + proposal[a]
-            _to_natural(phi, scale, lower, upper, p)
-            new = _subject_m2ll(
-                p,
-                o_time[lo:hi],
-                o_out[lo:hi],
-                o_dv[lo:hi],
-                o_cens[lo:hi],
-                o_lloq[lo:hi],
-                o_kind[lo:hi],
-                o_ea[lo:hi],
-                o_eb[lo:hi],
-                d_time[d_off[i] : d_off[i + 1]],
-                d_amt[d_off[i] : d_off[i + 1]],
-                solver,
-                pred[lo:hi],
-            )
-            new_m2lp = m2lp if mode == 0 else _eta_m2lp(proposal, omega_inv)
-            delta = (new - m2ll[i]) + (0.0 if mode == 0 else new_m2lp - m2lp)
-            if math.isfinite(new) and math.log(u[i, move]) < -0.5 * delta:
-                current[:] = proposal
-                kept[lo:hi] = pred[lo:hi]
-                m2ll[i] = new
-                m2lp = new_m2lp
-                n_accepted += 1
-        eta[i] = current
-        accepted[i] = n_accepted
+    """:func:`points_batch` on the calling thread (a few points: no thread hand-off)."""
+    for k in range(P.shape[0]):
+        _point(model, dims, k, P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind,
+               d_time, d_amt, solver, pred, R, m2ll)  # fmt: skip
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def m2ll_rows(
+    model,
+    dims,
     P,
     subject,
     o_off,
@@ -383,8 +379,10 @@ def m2ll_rows(
     for r in numba.prange(P.shape[0]):
         i = subject[r]
         lo, hi = o_off[i], o_off[i + 1]
-        pred = np.empty((hi - lo, N_OUTPUTS))
+        pred = np.empty((hi - lo, dims[N_OUTPUTS]))
         m2ll[r] = _subject_m2ll(
+            model,
+            dims,
             P[r],
             o_time[lo:hi],
             o_out[lo:hi],

@@ -1,0 +1,99 @@
+"""The numba kernels: model-independent, compiled once per installation and cached.
+
+=============== ===========================================================================
+``contract``    what a model gives the kernels (five functions of one signature, ``dims``)
+``codes``       the integer codes (method, status, error model, scale) shared with Python
+``workspace``   the per-subject workspace and what every method shares
+``dopri5``      Dormand–Prince 5(4), explicit
+``rodas``       Rodas 4(3), Rosenbrock, for stiff problems
+``integrate``   pieces, breakpoints, doses, outputs; ``solve_batch``; stiffness switching
+``exposure``    Cmax, Tmax and AUC on the continuous solution; ``exposure_batch``
+``likelihood``  −2LL with error models and M3; batches, residuals, parameter points
+``mcmc``        Metropolis–Hastings moves over random effects
+=============== ===========================================================================
+
+:class:`ModelKernels` binds the kernels to one model's compiled functions, so that callers
+write ``model.kernels.solve_batch(p, ...)``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from . import exposure, integrate, likelihood, mcmc
+from .contract import (
+    BREAKPOINTS,
+    DOSE,
+    INITIAL,
+    N_BREAKS,
+    N_OUTPUTS,
+    N_STATES,
+    OUTPUTS,
+    RHS,
+    call_slot,
+)
+
+#: Kernels that take the model (its function tuple and dims) as their first two arguments.
+MODEL_KERNELS = {
+    "solve_batch": integrate.solve_batch,
+    "exposure_batch": exposure.exposure_batch,
+    "m2ll_batch": likelihood.m2ll_batch,
+    "m2ll_one": likelihood.m2ll_one,
+    "residuals_one": likelihood.residuals_one,
+    "points_batch": likelihood.points_batch,
+    "points_serial": likelihood.points_serial,
+    "m2ll_rows": likelihood.m2ll_rows,
+    "mh_batch": mcmc.mh_batch,
+}
+
+
+class ModelKernels:
+    """The kernels bound to one model: each :data:`MODEL_KERNELS` entry as an attribute,
+    called without its first two arguments; ``m2ll_predicted`` needs no model.
+
+    ``functions`` is the model's tuple of compiled functions, ``dims`` its sizes (see
+    :mod:`cartpk.kernels.contract`) and ``path`` the file they were compiled from; ``n_states``, ``n_outputs`` and ``n_breaks`` repeat
+    them as ints. The model's own functions can be called from Python on float64 arrays
+    with ``initial(p, y0)``, ``rhs(t, y, p, dydt)``, ``outputs(t, y, p, out)``,
+    ``breakpoints(p, tb)`` and ``dose_into(p, amt, y)``.
+    """
+
+    m2ll_predicted = staticmethod(likelihood.m2ll_predicted)
+
+    def __init__(self, functions: tuple, dims: np.ndarray, path: str | None = None) -> None:
+        self.functions = functions
+        self.path = path
+        self.dims = np.ascontiguousarray(dims, dtype=np.int64)
+        self.n_states = int(self.dims[N_STATES])
+        self.n_outputs = int(self.dims[N_OUTPUTS])
+        self.n_breaks = int(self.dims[N_BREAKS])
+        for name, kernel in MODEL_KERNELS.items():
+            setattr(self, name, partial(kernel, functions, self.dims))
+
+    def _call(self, slot: int, t: float, amt: float, p, y, out) -> None:
+        arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in (p, y)]
+        if not (out.flags.c_contiguous and out.dtype == np.float64):
+            raise ValueError("the output array must be C-contiguous float64")
+        call_slot(self.functions, slot, float(t), float(amt), *arrays, out)
+
+    def initial(self, p: np.ndarray, y0: np.ndarray) -> None:
+        """y0[:n_states] = the state at t = 0 (the infusion)."""
+        self._call(INITIAL, 0.0, 0.0, p, y0, y0)
+
+    def rhs(self, t: float, y: np.ndarray, p: np.ndarray, dydt: np.ndarray) -> None:
+        """dydt[:n_states] = dy/dt at (t, y), t in days."""
+        self._call(RHS, t, 0.0, p, y, dydt)
+
+    def outputs(self, t: float, y: np.ndarray, p: np.ndarray, out: np.ndarray) -> None:
+        """out[:n_outputs] = the outputs at (t, y)."""
+        self._call(OUTPUTS, t, 0.0, p, y, out)
+
+    def breakpoints(self, p: np.ndarray, tb: np.ndarray) -> None:
+        """tb[:n_breaks] = the switch times (days)."""
+        self._call(BREAKPOINTS, 0.0, 0.0, p, tb, tb)
+
+    def dose_into(self, p: np.ndarray, amt: float, y: np.ndarray) -> None:
+        """Add a bolus of ``amt`` to the dosing state of y, in place."""
+        self._call(DOSE, 0.0, amt, p, y, y)

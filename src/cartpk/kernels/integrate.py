@@ -1,0 +1,362 @@
+"""Integrate a model over a subject's time course: pieces, breakpoints, doses, outputs.
+
+Times are in days. Everything works on plain float64 arrays, one workspace per subject
+(``workspace.py``); the model comes as the function tuple and ``dims`` of ``contract.py``.
+
+Methods (``codes.METHODS``)
+---------------------------
+* dopri5 (``dopri5.py``): explicit Dormand–Prince 5(4).
+* rodas (``rodas.py``): the stiff Rosenbrock method.
+* auto: dopri5 with its stiffness test after every accepted step (Hairer's ``dopri5.f``:
+  h·λ > 3.25 fifteen times, six non-stiff steps in a row cancel the count); once a
+  subject's problem is found stiff it continues with Rodas from that step to its end. The
+  switch is per subject: the others in the batch go on with dopri5. Like LSODA it needs
+  no user choice; unlike LSODA it does not switch back.
+
+Pieces, breakpoints and doses
+-----------------------------
+A subject's time course is integrated piece by piece between consecutive event times:
+the model's breakpoints (switch times such as ck_stein's ``tmax``), dose times and, for
+exposure, the start of the window. Each piece restarts exactly at its start (new initial
+step, FSAL reset, controller memory cleared) and its last step ends exactly at its end.
+Inside a piece ``[a, b]`` the right-hand side sees the branch time (``workspace.f``):
+``min(max(t, nextafter(a, +inf)), nextafter(b, -inf))``. A stage on ``b`` so sees the
+pre-switch branch and a stage at ``a`` the post-switch one, whether the model writes
+``t < tmax`` or ``t <= tmax``; the shift is one unit in the last place.
+
+At a dose time the integrator stops, the model's ``dose`` adds the bolus, and integration
+restarts. Outputs are right-continuous: an output time equal to a dose time sees the state
+just after the dose (as the output at t = 0 sees the infused dose). Output times before 0
+get the outputs of the initial state (before any dose at 0).
+
+Status codes per subject (``codes.STATUS_*``): ok, step budget (``max_steps`` attempted
+steps) exceeded, step size underflow, non-finite state (or a non-finite right-hand side
+that step-size reduction could not avoid). A failed subject gets NaN outputs and its
+``fail_time``; the others are solved regardless. Kernels use ``error_model="numpy"``: a
+division by zero gives inf/NaN, caught as a status, never an exception in a parallel loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from . import dopri5, rodas
+from .codes import (
+    METHOD_AUTO,
+    METHOD_DOPRI5,
+    METHOD_RODAS,
+    STATUS_MAX_STEPS,
+    STATUS_NOT_FINITE,
+    STATUS_OK,
+    STATUS_STEP_UNDERFLOW,
+)
+from .contract import BREAKPOINTS, DOSE, INITIAL, N_BREAKS, N_OUTPUTS, N_STATES, OUTPUTS, call
+from .workspace import (
+    _EPS,
+    _ERRACC,
+    _F0,
+    _FACOLD,
+    _H,
+    _HACC,
+    _HI,
+    _HMAX,
+    _HOLD,
+    _K,
+    _LO,
+    _METHOD,
+    _NACC,
+    _NONSTIFF,
+    _NSTEP,
+    _REJECT,
+    _STIFF,
+    _T,
+    _TEND,
+    _TOLD,
+    _Y,
+    _YN,
+    _YS,
+    all_finite,
+    allocate,
+    dense,
+    f,
+    initial_step,
+)
+
+#: auto: stiff tests in a row that switch to Rodas, non-stiff ones that reset the count.
+STIFF_STEPS, NONSTIFF_STEPS = 15, 6
+
+
+@numba.njit(cache=True, error_model="numpy")
+def start(method, s):
+    """Set the method a subject starts with (auto starts explicit)."""
+    s[_METHOD] = METHOD_DOPRI5 if method == METHOD_AUTO else method
+    s[_STIFF] = 0.0
+    s[_NONSTIFF] = 0.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def begin_piece(model, p, W, s, a, b, rtol, atol, k_out, obuf):
+    """Start a piece [a, b] from W[_Y]: branch-time bounds, f(a, y), a fresh initial step.
+
+    Returns STATUS_NOT_FINITE when f(a, y) is not finite, else STATUS_OK.
+    """
+    s[_T] = a
+    s[_TEND] = b
+    s[_HMAX] = b - a
+    s[_LO] = np.nextafter(a, np.inf)
+    s[_HI] = max(np.nextafter(b, -np.inf), s[_LO])
+    s[_FACOLD] = 1e-4
+    s[_HACC] = 0.0
+    s[_ERRACC] = 1e-2
+    s[_NACC] = 0.0
+    s[_REJECT] = 0.0
+    f(model, p, a, s, W[_Y], W[_F0], k_out, obuf)
+    if not all_finite(W[_F0]):
+        return STATUS_NOT_FINITE
+    order = dopri5.ORDER if s[_METHOD] == METHOD_DOPRI5 else rodas.ORDER
+    s[_H] = initial_step(model, p, W, s, order, rtol, atol, k_out, obuf)
+    return STATUS_OK
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _accept(step_method, W, s, t, h, hnew, last):
+    """Store the dense output of [t, t + h], move to the new state, set the next step."""
+    if step_method == METHOD_DOPRI5:
+        dopri5.dense(W, h)
+    else:
+        rodas.dense(W)
+    n = W.shape[1]
+    for i in range(n):
+        W[_Y, i] = W[_YN, i]
+    if step_method == METHOD_DOPRI5:
+        for i in range(n):
+            W[_F0, i] = W[_K + 5, i]
+    s[_TOLD] = t
+    s[_HOLD] = h
+    s[_T] = s[_TEND] if last else t + h
+    if s[_REJECT] != 0.0:
+        hnew = min(hnew, h)
+    s[_H] = min(hnew, s[_HMAX])
+    s[_REJECT] = 0.0
+    s[_NACC] += 1.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _stiffness_test(method, W, s, h):
+    """auto: count stiff dopri5 steps; switch the subject to Rodas after STIFF_STEPS."""
+    if method != METHOD_AUTO or s[_METHOD] != METHOD_DOPRI5:
+        return
+    if dopri5.stiffness(W, h) > dopri5.STIFF_HLAMBDA:
+        s[_NONSTIFF] = 0.0
+        s[_STIFF] += 1.0
+        if s[_STIFF] >= STIFF_STEPS:
+            s[_METHOD] = METHOD_RODAS
+            s[_NACC] = 0.0  # no Gustafsson memory from explicit steps
+    else:
+        s[_NONSTIFF] += 1.0
+        if s[_NONSTIFF] >= NONSTIFF_STEPS:
+            s[_STIFF] = 0.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def advance(method, model, p, W, J, E, piv, s, rtol, atol, max_steps, k_out, obuf):
+    """Take one accepted step from s[_T] towards the piece end s[_TEND]; return a status.
+
+    On success W[_Y] is the new state at s[_T] and W[_D..] the continuous extension over
+    [s[_TOLD], s[_TOLD] + s[_HOLD]].
+    """
+    step_method = int(s[_METHOD])
+    if step_method == METHOD_RODAS:
+        f(model, p, s[_T], s, W[_Y], W[_F0], k_out, obuf)
+        rodas.jacobian(model, p, W, J, s, k_out, obuf)
+    t, b = s[_T], s[_TEND]
+    hmin = max(10.0 * _EPS * abs(t), 1e-300)  # Hairer: 0.1 |h| <= |t| * unit roundoff
+    not_finite = False
+    while True:
+        if s[_NSTEP] >= max_steps:
+            return STATUS_MAX_STEPS
+        h = s[_H]
+        last = t + 1.01 * h >= b or b - t <= hmin
+        if last:
+            h = b - t
+        elif not h >= hmin:
+            return STATUS_NOT_FINITE if not_finite else STATUS_STEP_UNDERFLOW
+        s[_NSTEP] += 1.0
+        if step_method == METHOD_DOPRI5:
+            err = dopri5.attempt(model, p, W, s, h, rtol, atol, k_out, obuf)
+        else:
+            err = rodas.attempt(model, p, W, J, E, piv, s, h, rtol, atol, k_out, obuf)
+        not_finite = not math.isfinite(err)
+        if not_finite:
+            s[_H] = 0.2 * h
+            s[_REJECT] = 1.0
+            continue
+        accepted = err <= 1.0
+        if accepted and not all_finite(W[_YN]):
+            return STATUS_NOT_FINITE
+        if step_method == METHOD_DOPRI5:
+            hnew = dopri5.new_step(s, h, err, accepted)
+        else:
+            hnew = rodas.new_step(s, h, err, accepted)
+        if accepted:
+            _stiffness_test(method, W, s, h)
+            _accept(step_method, W, s, t, h, hnew, last)
+            return STATUS_OK
+        s[_H] = hnew
+        s[_REJECT] = 1.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def event_times(model, dims, p, d_time, t_end, t_extra):
+    """Sorted distinct piece ends: breakpoints, doses and t_extra in (0, t_end), then t_end."""
+    n_breaks = dims[N_BREAKS]
+    tb = np.empty(n_breaks)
+    call(model[BREAKPOINTS], 0.0, 0.0, p, tb, tb)
+    cand = np.empty(n_breaks + d_time.size + 2)
+    m = 0
+    for x in tb:
+        if 0.0 < x < t_end:
+            cand[m] = x
+            m += 1
+    for x in d_time:
+        if 0.0 < x < t_end:
+            cand[m] = x
+            m += 1
+    if 0.0 < t_extra < t_end:
+        cand[m] = t_extra
+        m += 1
+    for i in range(1, m):
+        x = cand[i]
+        j = i - 1
+        while j >= 0 and cand[j] > x:
+            cand[j + 1] = cand[j]
+            j -= 1
+        cand[j + 1] = x
+    k = 0
+    for i in range(m):
+        if k == 0 or cand[i] > cand[k - 1]:
+            cand[k] = cand[i]
+            k += 1
+    cand[k] = t_end
+    return cand[: k + 1]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def apply_doses(model, p, d_time, d_amt, lo, hi, y):
+    """Add every dose with lo < time <= hi to y; return how many were given."""
+    given = 0
+    for k in range(d_time.size):
+        if lo < d_time[k] <= hi:
+            call(model[DOSE], d_time[k], d_amt[k], p, y, y)
+            given += 1
+    return given
+
+
+@numba.njit(cache=True, error_model="numpy")
+def initial_state(model, p, y):
+    """y = the model's state at t = 0 (the infusion), before any dose record at 0."""
+    call(model[INITIAL], 0.0, 0.0, p, y, y)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _emit_dense(model, p, W, s, times, out, j):
+    """Outputs for times in (t_old, t_new] that lie before the piece end; next index."""
+    t_new, t_old, h = s[_T], s[_TOLD], s[_HOLD]
+    while j < times.size and times[j] <= t_new and times[j] < s[_TEND]:
+        if times[j] == t_new:
+            call(model[OUTPUTS], t_new, 0.0, p, W[_Y], out[j])
+        else:
+            dense(W, (times[j] - t_old) / h, W[_YS])
+            call(model[OUTPUTS], times[j], 0.0, p, W[_YS], out[j])
+        j += 1
+    return j
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _emit_at(model, p, y, t, times, out, j):
+    """Outputs of state y for every time equal to t (or, for t = 0, up to 0); next index."""
+    while j < times.size and times[j] <= t:
+        call(model[OUTPUTS], times[j], 0.0, p, y, out[j])
+        j += 1
+    return j
+
+
+@numba.njit(cache=True, error_model="numpy")
+def solve_subject(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, max_steps):
+    """One subject's outputs at ``times`` (sorted, days) into ``out``; (status, fail time)."""
+    W, J, E, piv, s, obuf = allocate(dims[N_STATES], dims[N_OUTPUTS])
+    start(method, s)
+    y = W[_Y]
+    initial_state(model, p, y)
+    j = 0
+    while j < times.size and times[j] < 0.0:
+        call(model[OUTPUTS], times[j], 0.0, p, y, out[j])
+        j += 1
+    apply_doses(model, p, d_time, d_amt, -np.inf, 0.0, y)
+    if not all_finite(y):
+        return STATUS_NOT_FINITE, 0.0
+    j = _emit_at(model, p, y, 0.0, times, out, j)
+    if j == times.size:
+        return STATUS_OK, np.nan
+    a = 0.0
+    for b in event_times(model, dims, p, d_time, times[-1], -1.0):
+        status = begin_piece(model, p, W, s, a, b, rtol, atol, -1, obuf)
+        while status == STATUS_OK and s[_T] < b:
+            status = advance(method, model, p, W, J, E, piv, s, rtol, atol, max_steps, -1, obuf)
+            if status == STATUS_OK:
+                j = _emit_dense(model, p, W, s, times, out, j)
+        if status != STATUS_OK:
+            return status, s[_T]
+        apply_doses(model, p, d_time, d_amt, np.nextafter(b, -np.inf), b, y)
+        j = _emit_at(model, p, y, b, times, out, j)
+        a = b
+    return STATUS_OK, np.nan
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def solve_batch(
+    model,
+    dims,
+    p,
+    t_flat,
+    t_off,
+    d_time,
+    d_amt,
+    d_off,
+    method,
+    rtol,
+    atol,
+    max_steps,
+    out,
+    status,
+    fail_time,
+):
+    """Outputs of every subject at its times: out (n_obs, n_outputs), status, fail_time.
+
+    Subject i: parameters ``p[i]``, sorted times ``t_flat[t_off[i]:t_off[i+1]]`` (days),
+    bolus doses ``d_time/d_amt[d_off[i]:d_off[i+1]]``. A failed subject's rows are NaN.
+    """
+    for i in numba.prange(p.shape[0]):
+        lo, hi = t_off[i], t_off[i + 1]
+        d_lo, d_hi = d_off[i], d_off[i + 1]
+        block = out[lo:hi]
+        code, when = solve_subject(
+            model,
+            dims,
+            p[i],
+            t_flat[lo:hi],
+            block,
+            d_time[d_lo:d_hi],
+            d_amt[d_lo:d_hi],
+            method,
+            rtol,
+            atol,
+            max_steps,
+        )
+        if code != STATUS_OK:
+            block[:, :] = np.nan
+        status[i] = code
+        fail_time[i] = when
