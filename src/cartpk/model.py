@@ -285,7 +285,7 @@ class _Spec:
         self.name = self._name(model["name"], "[model] name")
         self.description = self._text(model, "description", "[model]")
         self.source = self._text(model, "source", "[model]")
-        self.solver = model.get("solver", "dopri5")
+        self.solver = model.get("solver", "auto")
         if self.solver not in SOLVERS:
             raise self.error("[model] solver", f"{self.solver!r} is not one of {SOLVERS}")
         self.declared: dict[str, str] = {}

@@ -54,10 +54,11 @@ class ModelKernels:
     called without its first two arguments; ``m2ll_predicted`` needs no model.
 
     ``functions`` is the model's tuple of compiled functions, ``dims`` its sizes (see
-    :mod:`cartpk.kernels.contract`) and ``path`` the file they were compiled from; ``n_states``, ``n_outputs`` and ``n_breaks`` repeat
-    them as ints. The model's own functions can be called from Python on float64 arrays
-    with ``initial(p, y0)``, ``rhs(t, y, p, dydt)``, ``outputs(t, y, p, out)``,
-    ``breakpoints(p, tb)`` and ``dose_into(p, amt, y)``.
+    :mod:`cartpk.kernels.contract`) and ``path`` the file they were compiled from;
+    ``n_states``, ``n_outputs`` and ``n_breaks`` repeat them as ints. The model's own
+    functions can be called from Python on float64 arrays with ``initial(p, y0)``,
+    ``rhs(t, y, p, dydt)``, ``outputs(t, y, p, out)``, ``breakpoints(p, tb)`` and
+    ``dose_into(p, amt, y)``.
     """
 
     m2ll_predicted = staticmethod(likelihood.m2ll_predicted)

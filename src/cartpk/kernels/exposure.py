@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .codes import STATUS_NOT_FINITE, STATUS_OK
+from .codes import METHOD_AUTO, METHOD_RODAS, STATUS_NOT_FINITE, STATUS_OK
 from .contract import N_OUTPUTS, N_STATES, OUTPUTS, call
 from .integrate import advance, apply_doses, begin_piece, event_times, initial_state, start
 from .workspace import _EPS, _HOLD, _T, _TOLD, _Y, _YS, all_finite, allocate, dense
@@ -127,8 +127,21 @@ def exposure_subject(
     """Fill best = [cmax, tmax, auc] over [t0, t1] (0 <= t0 < t1); return (status, time).
 
     The state is augmented with the integral of output k_out, reset to 0 at t0, so the AUC
-    is integrated with the ODE under the same error control.
+    is integrated with the ODE under the same error control. auto: a subject that fails all
+    the same is solved again from the start with Rodas.
     """
+    code, when = _exposure_once(model, dims, p, k_out, t0, t1, d_time, d_amt, method, rtol,
+                                atol, max_steps, best)  # fmt: skip
+    if code != STATUS_OK and method == METHOD_AUTO:
+        code, when = _exposure_once(model, dims, p, k_out, t0, t1, d_time, d_amt, METHOD_RODAS,
+                                    rtol, atol, max_steps, best)  # fmt: skip
+    return code, when
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _exposure_once(
+    model, dims, p, k_out, t0, t1, d_time, d_amt, method, rtol, atol, max_steps, best
+):
     n_states = dims[N_STATES]
     W, J, E, piv, s, obuf = allocate(n_states + 1, dims[N_OUTPUTS])
     start(method, s)

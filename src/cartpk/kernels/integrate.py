@@ -10,8 +10,10 @@ Methods (``codes.METHODS``)
 * auto: dopri5 with its stiffness test after every accepted step (Hairer's ``dopri5.f``:
   h·λ > 3.25 fifteen times, six non-stiff steps in a row cancel the count); once a
   subject's problem is found stiff it continues with Rodas from that step to its end. The
-  switch is per subject: the others in the batch go on with dopri5. Like LSODA it needs
-  no user choice; unlike LSODA it does not switch back.
+  switch is per subject: the others in the batch go on with dopri5. A subject that fails
+  all the same (its stiffness came too fast for the test) is solved again from the start
+  with Rodas, so auto succeeds wherever Rodas does. Like LSODA it needs no user choice;
+  unlike LSODA it does not switch back.
 
 Pieces, breakpoints and doses
 -----------------------------
@@ -286,7 +288,20 @@ def _emit_at(model, p, y, t, times, out, j):
 
 @numba.njit(cache=True, error_model="numpy")
 def solve_subject(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, max_steps):
-    """One subject's outputs at ``times`` (sorted, days) into ``out``; (status, fail time)."""
+    """One subject's outputs at ``times`` (sorted, days) into ``out``; (status, fail time).
+
+    auto: a subject that fails all the same is solved again from the start with Rodas.
+    """
+    code, when = _solve_once(model, dims, p, times, out, d_time, d_amt, method, rtol, atol,
+                             max_steps)  # fmt: skip
+    if code != STATUS_OK and method == METHOD_AUTO:
+        code, when = _solve_once(model, dims, p, times, out, d_time, d_amt, METHOD_RODAS, rtol,
+                                 atol, max_steps)  # fmt: skip
+    return code, when
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _solve_once(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, max_steps):
     W, J, E, piv, s, obuf = allocate(dims[N_STATES], dims[N_OUTPUTS])
     start(method, s)
     y = W[_Y]
