@@ -25,7 +25,7 @@ import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cache, cached_property
 from importlib.metadata import version
 from importlib.resources import files
 from pathlib import Path
@@ -37,14 +37,14 @@ import numpy as np
 from .errors import ModelError
 from .expr import FUNCTIONS, Expression, parse_expression
 from .kernels import ModelKernels
-from .kernels.codes import METHODS
+from .kernels.codes import METHODS, SCALE_CODES
 from .kernels.contract import SIGNATURE
 from .parameter_sets import ParameterSet, correlation_pairs, load_parameter_set
 
 if TYPE_CHECKING:
     import pandas as pd
 
-SCALES = ("log", "logit", "none")
+SCALES = tuple(SCALE_CODES)
 SOLVERS = tuple(METHODS)
 RESERVED = frozenset({"t", "AMT", *FUNCTIONS})
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
@@ -766,7 +766,7 @@ def _import_generated(name: str, code: str) -> ModuleType:
     return module
 
 
-@lru_cache(maxsize=None)
+@cache
 def compiled_kernels(name: str, code: str) -> ModelKernels:
     """The kernels bound to the functions of a generated module (``Model.source_code``);
     one object per distinct code in a process."""

@@ -1,0 +1,142 @@
+"""The compiled kernels: one compile for every model, one table per code, stiff batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+from cartpk import likelihood, solve
+from cartpk.kernels import codes, integrate
+from cartpk.model import SCALES, SOLVERS, Model
+from cartpk.solve import solve_batch
+
+# --------------------------------------------------------------------------- compile once
+
+
+def test_one_kernel_compile_serves_every_model(stein: Model, vegf: Model, target: Model) -> None:
+    for model in (stein, vegf, target):
+        solve_batch(model, None, times=[0.0, 5.0, 30.0])
+    # the three models (2, 4 and 4 states) share one compiled solve_batch
+    assert len(integrate.solve_batch.signatures) == 1
+
+
+def test_model_code_holds_only_the_model_functions(vegf: Model) -> None:
+    code = vegf.source_code
+    assert code.count("@numba.njit(") == 5
+    assert "solve_batch" not in code and "prange" not in code
+
+
+# --------------------------------------------------------------------------- code tables
+
+
+def test_method_codes_are_one_table() -> None:
+    assert codes.METHODS == {
+        "dopri5": codes.METHOD_DOPRI5,
+        "rodas": codes.METHOD_RODAS,
+        "auto": codes.METHOD_AUTO,
+    }
+    assert len(set(codes.METHODS.values())) == len(codes.METHODS)
+    assert solve.METHODS is codes.METHODS and SOLVERS == tuple(codes.METHODS)
+
+
+def test_status_reasons_cover_every_failure_code() -> None:
+    failures = {codes.STATUS_MAX_STEPS, codes.STATUS_STEP_UNDERFLOW, codes.STATUS_NOT_FINITE}
+    assert set(solve.STATUS_REASONS) == failures
+    assert codes.STATUS_OK not in failures
+
+
+def test_error_model_and_scale_codes_match_their_python_tables() -> None:
+    assert set(codes.KIND_CODES) == set(likelihood.ERROR_MODELS)
+    assert likelihood.KIND_CODES is codes.KIND_CODES
+    assert set(SCALES) == set(codes.SCALE_CODES)
+    assert len(set(codes.KIND_CODES.values())) == len(codes.KIND_CODES)
+
+
+# --------------------------------------------------------------------------- stiffness
+
+VARIED = ("C0", "rho", "alpha", "kkill", "kout")
+TIMES = np.array([0.0, 1, 4, 7, 9.3, 10, 14, 21, 28, 60, 90])
+
+
+def vegf_rhs(before_tmax: bool, par: dict):
+    """ck_vegf's right-hand side written out from its model file, one side of tmax."""
+
+    def rhs(t, y):
+        E, M, P, B = y
+        if before_tmax:
+            dE, dM = par["rho"] * E, 0.0
+        else:
+            dE = -par["alpha"] * E
+            dM = par["Fb"] * (par["alpha"] - par["beta"]) * E - par["beta"] * M
+        dP = par["kgrow"] * P - par["kkill"] * (E + M) * P
+        dB = par["kout"] * (par["Bnorm"] + (par["B0"] - par["Bnorm"]) * P - B)
+        return [dE, dM, dP, dB]
+
+    return rhs
+
+
+def radau(par: dict, dose: float) -> np.ndarray:
+    """(CART, VEGF) at TIMES by scipy Radau at rtol 1e-10, split at tmax."""
+    y0 = [par["C0"] * (dose / 1e6) ** par["dose_exp"], 0.0, 1.0, par["B0"]]
+    tight = {"method": "Radau", "rtol": 1e-10, "atol": 1e-20, "dense_output": True}
+    first = solve_ivp(vegf_rhs(True, par), (0, par["tmax"]), y0, **tight)
+    second = solve_ivp(vegf_rhs(False, par), (par["tmax"], TIMES[-1]), first.y[:, -1], **tight)
+    assert first.success and second.success
+    states = np.where(
+        TIMES < par["tmax"], first.sol(np.minimum(TIMES, par["tmax"])), second.sol(TIMES)
+    )
+    return np.column_stack([states[0] + states[1], states[3]])
+
+
+@pytest.fixture(scope="module")
+def stiff_batch(vegf: Model) -> dict[str, np.ndarray]:
+    """ck_vegf around its typical values with log-normal SD 0.3 on C0, rho, alpha, kkill and
+    kout (seed 1), 4,000 subjects at 2e6 cells/kg."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    values = {k: vegf.parameters[k].value * np.exp(0.3 * rng.standard_normal(n)) for k in VARIED}
+    return values | {"DOSE": np.full(n, 2e6)}
+
+
+def solve_all(vegf: Model, batch: dict, method: str):
+    n = batch["DOSE"].size
+    return solve_batch(
+        vegf,
+        batch,
+        times=np.tile(TIMES, n),
+        offsets=np.arange(n + 1) * TIMES.size,
+        method=method,
+        on_failure="nan",
+    )
+
+
+def test_auto_solves_a_batch_where_dopri5_fails(vegf: Model, stiff_batch: dict) -> None:
+    explicit = solve_all(vegf, stiff_batch, "dopri5")
+    failed = np.flatnonzero(explicit.status)
+    assert failed.size > 0, "the batch is meant to hold subjects too stiff for dopri5"
+    assert set(explicit.status[failed]) == {codes.STATUS_MAX_STEPS}
+    auto = solve_all(vegf, stiff_batch, "auto")
+    assert not auto.status.any()
+    chosen = np.concatenate([failed, np.arange(20)])
+    for i in chosen:
+        par = {k: p.value for k, p in vegf.parameters.items()}
+        par |= {k: stiff_batch[k][i] for k in VARIED}
+        expected = radau(par, stiff_batch["DOSE"][i])
+        got = auto.values[i * TIMES.size : (i + 1) * TIMES.size]
+        rel = np.abs(got - expected) / np.maximum(np.abs(expected), 1e-12)
+        assert rel.max() < 1e-4, (i, rel.max())
+
+
+def test_auto_equals_dopri5_where_nothing_is_stiff(stein: Model) -> None:
+    """ck_stein has no stiff component: auto takes exactly dopri5's steps."""
+    rng = np.random.default_rng(2)
+    values = {
+        k: stein.parameters[k].value * np.exp(0.3 * rng.standard_normal(200))
+        for k in ("C0", "rho", "alpha")
+    }
+    times = np.tile(TIMES, 200)
+    offsets = np.arange(201) * TIMES.size
+    a = solve_batch(stein, values, times=times, offsets=offsets, method="auto")
+    b = solve_batch(stein, values, times=times, offsets=offsets, method="dopri5")
+    np.testing.assert_array_equal(a.values, b.values)
