@@ -18,8 +18,7 @@ import cartpk as ck
 from cartpk.errors import ModelError
 from cartpk.model import load_model
 from cartpk.parameter_sets import list_parameter_sets, load_parameter_set
-from cartpk.scenarios import Population
-from cartpk.virtual_trial import CMAX_CEILING, check_parameter_set
+from cartpk.scenarios import CMAX_CEILING, Population, check_parameter_set
 
 PRIORS = Path(__file__).resolve().parents[1] / "data" / "bcma_cart_priors.csv"
 SETS = ("tisa-cel", "cilta-cel", "bcma-kq2003")

@@ -13,9 +13,8 @@ from .nca import nca, nca_summary
 from .parameter_sets import list_parameter_sets
 from .population import fit_population
 from .population_result import PopulationFit
-from .scenarios import Population, scenarios
+from .scenarios import Population, check_parameter_set, scenarios
 from .solve import simulate
-from .virtual_trial import check_parameter_set
 
 __version__ = "0.1.0"
 

@@ -20,12 +20,12 @@ import os
 import numpy as np
 import pandas as pd
 
-from .errors import SolverError
-from .model import load_model
-from .nca import nca
-from .parameter_sets import load_parameter_set
-from .scenarios import Population
-from .solve import solve_batch
+from ..errors import SolverError
+from ..model import load_model
+from ..nca import nca
+from ..parameter_sets import load_parameter_set
+from ..solve import solve_batch
+from .run import Population
 
 __all__ = ["CMAX_CEILING", "check_parameter_set", "geometric_cv"]
 
