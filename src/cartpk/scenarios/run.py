@@ -1265,7 +1265,7 @@ class ScenarioResult:
 
     def plot_exposure(self, path: str | PathLike[str] | None = None) -> Figure:
         """Distribution of cmax, tmax and AUC per dose (box 25-75 %, whiskers 5-95 %)."""
-        from ..scenario_plots import plot_exposure
+        from ..plots.scenarios import plot_exposure
 
         unit = self.population.model.output_units.get(self.output, "")
         doses = np.repeat(self.doses, self.n)
@@ -1287,7 +1287,7 @@ class ScenarioResult:
     ) -> Figure:
         """Median and 5-95 % bands per dose over time: the exposure output (log axis) and,
         with response criteria, the biomarker (with its upper limit of normal)."""
-        from ..scenario_plots import plot_bands
+        from ..plots.scenarios import plot_bands
 
         model = self.population.model
         panels = [(self.output, self.bands(self.output, times), True, None)]
