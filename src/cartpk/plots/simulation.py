@@ -1,4 +1,7 @@
-"""Matplotlib figures. Every function returns the Figure and saves it when given a path."""
+"""Figures of simulations: model outputs of simulated subjects against time.
+
+Every function returns the Figure and saves it (and closes it) when given a path.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = ["plot_simulation"]
 
 UNITS = {"CART": "copies/µg DNA", "VEGF": "ng/L"}
 

@@ -1,0 +1,11 @@
+"""Matplotlib figures. Every function returns the Figure and saves it when given a path.
+
+Modules, by job: ``simulation`` (model outputs of simulated subjects against time) and
+``scenarios`` (dose scenarios: exposure distributions and prediction bands per dose).
+Population fit diagnostics draw their own figures (``population_diagnostics``).
+"""
+
+from .scenarios import dose_label, plot_bands, plot_exposure
+from .simulation import plot_simulation
+
+__all__ = ["dose_label", "plot_bands", "plot_exposure", "plot_simulation"]
