@@ -1,0 +1,119 @@
+"""Reference solutions shared by the tests and the benches, written without cartpk.
+
+Each is worked out by hand from a model file's header and equations (never from the
+generated model code), so that cartpk can be checked against it. Units are the model
+files': time in days, CAR-T levels in transgene copies/µg, rates per day.
+
+The tests import this module by name (pytest puts tests/ on sys.path); the benches add
+tests/ to sys.path themselves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.integrate import solve_ivp
+
+STEIN_PARAMS = ("C0", "rho", "tmax", "Fb", "alpha", "beta")
+
+
+def stein_level(t, C0, rho, tmax, Fb, alpha, beta):
+    """ck_stein's CAR-T level (copies/µg) at times ``t`` (days), by its closed form.
+
+        C(t) = C0 e^(rho min(t, tmax)) [(1 - Fb) e^(-alpha (t - tmax)+) + Fb e^(-beta (t - tmax)+)]
+
+    Source: Stein AM et al., CPT Pharmacometrics Syst Pharmacol 2019;8(5):285-295, as in the
+    header of src/cartpk/models/ck_stein.toml (and DESIGN.md). C0 (copies/µg) is the level
+    at t = 0, so at a dose other than the reference 1e6 cells/kg pass
+    C0 (DOSE / 1e6)^dose_exp. rho, alpha, beta in 1/day, tmax in days, Fb a fraction.
+    Every argument may be a numpy array (or scalar); they broadcast together.
+    """
+    after = np.maximum(t - tmax, 0.0)
+    peak = C0 * np.exp(rho * np.minimum(t, tmax))
+    return peak * ((1 - Fb) * np.exp(-alpha * after) + Fb * np.exp(-beta * after))
+
+
+def stein_auc(a: float, b: float, C0, rho, tmax, Fb, alpha, beta) -> float:
+    """Integral of :func:`stein_level` over [a, b] (copies/µg × day), by hand, piece by piece.
+
+    Before tmax: C0 e^(rho t) integrates to C0 (e^(rho b') - e^(rho a')) / rho on
+    [a', b'] = [a, b] ∩ [0, tmax]. After tmax, with the peak P = C0 e^(rho tmax) and
+    s = t - tmax: P (1 - Fb) (e^(-alpha s_a) - e^(-alpha s_b)) / alpha + P Fb (e^(-beta s_a)
+    - e^(-beta s_b)) / beta on [s_a, s_b] = [a, b] ∩ [tmax, inf) shifted by tmax.
+    Scalars only.
+    """
+    total = 0.0
+    lo, hi = a, min(b, tmax)
+    if hi > lo:
+        total += C0 * (np.exp(rho * hi) - np.exp(rho * lo)) / rho
+    lo, hi = max(a, tmax) - tmax, b - tmax
+    if hi > lo:
+        peak = C0 * np.exp(rho * tmax)
+        total += peak * (1 - Fb) * (np.exp(-alpha * lo) - np.exp(-alpha * hi)) / alpha
+        total += peak * Fb * (np.exp(-beta * lo) - np.exp(-beta * hi)) / beta
+    return total
+
+
+def stein_exposure(end: float, C0, rho, tmax, Fb, alpha, beta) -> tuple[float, float, float]:
+    """Cmax (copies/µg), Tmax (day) and AUC(0, end) (copies/µg × day) of :func:`stein_level`.
+
+    The level rises until tmax and falls after it, so the peak is at min(tmax, end), where
+    it is C0 e^(rho min(tmax, end)). Scalars only.
+    """
+    peak_time = min(tmax, end)
+    return (
+        C0 * np.exp(rho * peak_time),
+        peak_time,
+        stein_auc(0.0, end, C0, rho, tmax, Fb, alpha, beta),
+    )
+
+
+def vegf_rhs(before_tmax: bool, par: dict):
+    """ck_vegf's right-hand side on one side of tmax, written out from its model file.
+
+    States E, M (CAR-T effector and memory, copies/µg), P (tumour burden relative to
+    baseline) and B (VEGF, ng/L); ``par`` maps the model's parameter names to values.
+    """
+
+    def rhs(t, y):
+        E, M, P, B = y
+        if before_tmax:
+            dE, dM = par["rho"] * E, 0.0
+        else:
+            dE = -par["alpha"] * E
+            dM = par["Fb"] * (par["alpha"] - par["beta"]) * E - par["beta"] * M
+        dP = par["kgrow"] * P - par["kkill"] * (E + M) * P
+        dB = par["kout"] * (par["Bnorm"] + (par["B0"] - par["Bnorm"]) * P - B)
+        return [dE, dM, dP, dB]
+
+    return rhs
+
+
+def vegf_radau(par: dict, times: np.ndarray, dose: float = 1e6) -> np.ndarray:
+    """ck_vegf's (CART, VEGF) at sorted ``times`` (days) by scipy Radau at rtol 1e-10.
+
+    Integrated in two pieces split at tmax, where the right-hand side switches; E(0) is
+    C0 (dose / 1e6)^dose_exp (dose in cells/kg), M(0) = 0, P(0) = 1, B(0) = B0.
+    Returns an array of shape (len(times), 2): CART = E + M (copies/µg), VEGF = B (ng/L).
+    """
+    t = np.asarray(times, dtype=float)
+    y0 = [par["C0"] * (dose / 1e6) ** par["dose_exp"], 0.0, 1.0, par["B0"]]
+    tmax = par["tmax"]
+    tight = {"method": "Radau", "rtol": 1e-10, "atol": 1e-20, "dense_output": True}
+    first = solve_ivp(vegf_rhs(True, par), (0, tmax), y0, **tight)
+    second = solve_ivp(vegf_rhs(False, par), (tmax, t[-1]), first.y[:, -1], **tight)
+    assert first.success and second.success
+    states = np.where(t < tmax, first.sol(np.minimum(t, tmax)), second.sol(t))
+    return np.column_stack([states[0] + states[1], states[3]])
+
+
+def central_hessian(fun, x: np.ndarray, step: float = 1e-4) -> np.ndarray:
+    """Central finite-difference Hessian of the scalar function ``fun`` at ``x``."""
+    n = x.size
+    h = np.empty((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            e_i, e_j = np.eye(n)[i] * step, np.eye(n)[j] * step
+            h[i, j] = h[j, i] = (
+                fun(x + e_i + e_j) - fun(x + e_i - e_j) - fun(x - e_i + e_j) + fun(x - e_i - e_j)
+            ) / (4 * step * step)
+    return h
