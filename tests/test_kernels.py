@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.integrate import solve_ivp
+from references import vegf_radau
 
 from cartpk import likelihood, solve
 from cartpk.kernels import codes, integrate
@@ -59,36 +59,6 @@ VARIED = ("C0", "rho", "alpha", "kkill", "kout")
 TIMES = np.array([0.0, 1, 4, 7, 9.3, 10, 14, 21, 28, 60, 90])
 
 
-def vegf_rhs(before_tmax: bool, par: dict):
-    """ck_vegf's right-hand side written out from its model file, one side of tmax."""
-
-    def rhs(t, y):
-        E, M, P, B = y
-        if before_tmax:
-            dE, dM = par["rho"] * E, 0.0
-        else:
-            dE = -par["alpha"] * E
-            dM = par["Fb"] * (par["alpha"] - par["beta"]) * E - par["beta"] * M
-        dP = par["kgrow"] * P - par["kkill"] * (E + M) * P
-        dB = par["kout"] * (par["Bnorm"] + (par["B0"] - par["Bnorm"]) * P - B)
-        return [dE, dM, dP, dB]
-
-    return rhs
-
-
-def radau(par: dict, dose: float) -> np.ndarray:
-    """(CART, VEGF) at TIMES by scipy Radau at rtol 1e-10, split at tmax."""
-    y0 = [par["C0"] * (dose / 1e6) ** par["dose_exp"], 0.0, 1.0, par["B0"]]
-    tight = {"method": "Radau", "rtol": 1e-10, "atol": 1e-20, "dense_output": True}
-    first = solve_ivp(vegf_rhs(True, par), (0, par["tmax"]), y0, **tight)
-    second = solve_ivp(vegf_rhs(False, par), (par["tmax"], TIMES[-1]), first.y[:, -1], **tight)
-    assert first.success and second.success
-    states = np.where(
-        TIMES < par["tmax"], first.sol(np.minimum(TIMES, par["tmax"])), second.sol(TIMES)
-    )
-    return np.column_stack([states[0] + states[1], states[3]])
-
-
 @pytest.fixture(scope="module")
 def stiff_batch(vegf: Model) -> dict[str, np.ndarray]:
     """ck_vegf around its typical values with log-normal SD 0.3 on C0, rho, alpha, kkill and
@@ -122,7 +92,7 @@ def test_auto_solves_a_batch_where_dopri5_fails(vegf: Model, stiff_batch: dict) 
     for i in chosen:
         par = {k: p.value for k, p in vegf.parameters.items()}
         par |= {k: stiff_batch[k][i] for k in VARIED}
-        expected = radau(par, stiff_batch["DOSE"][i])
+        expected = vegf_radau(par, TIMES, stiff_batch["DOSE"][i])
         got = auto.values[i * TIMES.size : (i + 1) * TIMES.size]
         rel = np.abs(got - expected) / np.maximum(np.abs(expected), 1e-12)
         assert rel.max() < 1e-4, (i, rel.max())
