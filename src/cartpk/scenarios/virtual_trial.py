@@ -25,7 +25,7 @@ from ..model import load_model
 from ..nca import nca
 from ..parameter_sets import load_parameter_set
 from ..solve import solve_batch
-from .run import Population
+from .population import Population
 
 __all__ = ["CMAX_CEILING", "check_parameter_set", "geometric_cv"]
 

@@ -1,0 +1,172 @@
+"""The solve of one chunk of patients: exposure metrics, outputs at times, response times.
+
+Every function here takes the model's compiled kernels (a ``ModelKernels``) and packed
+patient rows (``Model.pack``), and calls ``kernels.exposure_batch`` or
+``kernels.solve_batch``; each patient is solved on its own, so the numbers do not depend
+on who else is in the chunk. Getting the kernels in a worker is
+``cartpk.scenarios.run._KernelSource``; the task around a chunk (drawing its patients,
+the stiff retry, the table rows) is ``cartpk.scenarios.run``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels import ModelKernels
+
+__all__ = [
+    "KERNEL_LOCK",
+    "LOCAL_CHUNK",
+    "ChunkSettings",
+    "solve_at",
+    "solve_chunk",
+]
+
+#: Patients per chunk when the caller gives no chunk size (bounds the memory of one solve).
+LOCAL_CHUNK = 10_000
+#: Refinement of biomarker crossings on the ODE solution: pieces per bracket, rounds.
+ZOOM_POINTS = 64
+ZOOM_ROUNDS = 2
+
+#: Held while a thread loads or calls the kernels (a run's tasks and ScenarioResult.bands).
+KERNEL_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """Everything a chunk needs besides the patients: output indices, window, solver."""
+
+    k_out: int
+    start: float
+    end: float
+    method: int
+    rtol: float
+    atol: float
+    max_steps: int
+    times: np.ndarray
+    k_bio: int
+    partial: float
+    normal: float
+    stiff_retry: bool
+
+    @property
+    def solver(self) -> tuple[int, float, float, int]:
+        return self.method, self.rtol, self.atol, self.max_steps
+
+
+def solve_chunk(kernels: ModelKernels, p: np.ndarray, s: ChunkSettings) -> dict[str, np.ndarray]:
+    m = p.shape[0]
+    out = {name: np.full(m, np.nan) for name in ("cmax", "tmax", "auc")}
+    out["status"] = np.zeros(m, dtype=np.int64)
+    out["method"] = np.full(m, s.method, dtype=np.int64)
+    no_doses = (np.empty(0), np.empty(0), np.zeros(m + 1, dtype=np.int64))
+    metrics = (out["cmax"], out["tmax"], out["auc"], out["status"], np.empty(m))
+    kernels.exposure_batch(p, s.k_out, s.start, s.end, *no_doses, *s.solver, *metrics)
+    if s.k_bio >= 0:
+        out.update(_responses(kernels, p, s, out["status"]))
+    return out
+
+
+def solve_at(
+    kernels: ModelKernels, p: np.ndarray, t_flat: np.ndarray, t_off: np.ndarray, s: ChunkSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """All outputs at each patient's sorted times, and the status per patient."""
+    m = p.shape[0]
+    values = np.empty((t_flat.size, kernels.n_outputs))
+    status = np.zeros(m, dtype=np.int64)
+    no_doses = (np.empty(0), np.empty(0), np.zeros(m + 1, dtype=np.int64))
+    kernels.solve_batch(p, t_flat, t_off, *no_doses, *s.solver, values, status, np.empty(m))
+    return values, status
+
+
+def _responses(
+    kernels: ModelKernels, p: np.ndarray, s: ChunkSettings, status: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Baseline and first times at or below the PR and CR thresholds (NaN: not reached)."""
+    m, n_t = p.shape[0], s.times.size
+    offsets = np.arange(m + 1, dtype=np.int64) * n_t
+    values, grid_status = solve_at(kernels, p, np.tile(s.times, m), offsets, s)
+    curve = values[:, s.k_bio].reshape(m, n_t)
+    np.copyto(status, grid_status, where=status == 0)
+    baseline = curve[:, 0]
+    thresholds = np.column_stack([s.partial * baseline, np.full(m, s.normal)])
+    times = _first_crossings(kernels, p, s, curve, thresholds, status)
+    evaluable = baseline > s.normal
+    times[~evaluable, 1] = np.nan
+    return {
+        "baseline": baseline,
+        "time_to_pr": times[:, 0],
+        "time_to_cr": times[:, 1],
+        "cr_evaluable": evaluable,
+    }
+
+
+def _first_crossings(
+    kernels: ModelKernels,
+    p: np.ndarray,
+    s: ChunkSettings,
+    curve: np.ndarray,
+    thresholds: np.ndarray,
+    status: np.ndarray,
+) -> np.ndarray:
+    """First time (m, n_criteria) each patient's biomarker is <= each threshold.
+
+    The crossing is bracketed on the grid, then the bracket is cut into ZOOM_POINTS
+    pieces on the ODE solution ZOOM_ROUNDS times, and the last piece is interpolated
+    linearly (0.25-day grid: pieces of 6e-5 day, interpolation error ~1e-9 day). Each
+    patient's times depend on its own values only, so the result does not depend on who
+    else is in the batch. A dip below the threshold that recovers between two grid
+    times is not seen.
+    """
+    out = np.full(thresholds.shape, np.nan)
+    rows, which, a, b = [], [], [], []
+    for k in range(thresholds.shape[1]):
+        below = curve <= thresholds[:, k, None]
+        reached = below.any(axis=1) & (status == 0)
+        j = np.argmax(below, axis=1)
+        out[reached & (j == 0), k] = 0.0
+        hit = np.flatnonzero(reached & (j > 0))
+        rows.append(hit)
+        which.append(np.full(hit.size, k))
+        a.append(s.times[j[hit] - 1])
+        b.append(s.times[j[hit]])
+    rows, which, a, b = (np.concatenate(x) for x in (rows, which, a, b))
+    if rows.size == 0:
+        return out
+    level = thresholds[rows, which]
+    fa = fb = None
+    for _ in range(ZOOM_ROUNDS):
+        a, b, fa, fb = _zoom(kernels, p, s, level, a, b, status, rows)
+    width = np.where(fa > fb, fa / (fa - fb), 1.0)
+    out[rows, which] = np.where(status[rows] == 0, a + width * (b - a), np.nan)
+    return out
+
+
+def _zoom(kernels, p, s, level, a, b, status, rows) -> tuple[np.ndarray, ...]:
+    """Narrow each bracket [a, b] of a crossing of ``level`` to one of ZOOM_POINTS pieces.
+
+    ``rows``: the patient (row of ``p``) of each bracket. A patient's brackets (PR and CR)
+    are evaluated on one solve, their times merged and sorted; the values are put back in
+    bracket order.
+    """
+    grid = a[:, None] + (b - a)[:, None] * np.linspace(0.0, 1.0, ZOOM_POINTS + 1)
+    patients, inverse = np.unique(rows, return_inverse=True)
+    flat = grid.ravel()
+    owner = np.repeat(inverse, ZOOM_POINTS + 1)
+    order = np.lexsort((flat, owner))
+    offsets = np.zeros(patients.size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=patients.size), out=offsets[1:])
+    merged, solved = solve_at(kernels, p[patients], flat[order], offsets, s)
+    values = np.empty_like(merged)
+    values[order] = merged
+    solved = solved[inverse]
+    first_failure = (solved != 0) & (status[rows] == 0)
+    status[rows[first_failure]] = solved[first_failure]
+    f = values[:, s.k_bio].reshape(grid.shape) - level[:, None]
+    j = np.clip(np.argmax(f <= 0, axis=1), 1, ZOOM_POINTS)
+    j[~(f <= 0).any(axis=1)] = ZOOM_POINTS
+    i = np.arange(a.size)
+    return grid[i, j - 1], grid[i, j], f[i, j - 1], f[i, j]
