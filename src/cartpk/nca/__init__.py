@@ -43,7 +43,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["AUC_METHODS", "PARAMETERS", "nca", "nca_summary"]
 
@@ -592,7 +592,7 @@ def _observations(
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
     """Observation rows, subject IDs, baseline covariates and each subject's last dose time
     (day; -inf without dose records)."""
-    from .data import as_dataset
+    from ..data import as_dataset
 
     ds = as_dataset(data)
     if analyte is None and len(ds.analytes) > 1:
