@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from cartpk.errors import FitError
-from cartpk.fit import fit, hessian
-from cartpk.fit_result import FitTable
+from cartpk.individual import FitTable, fit, hessian
 
 DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)
 TRUTH = {"C0": 6.0, "rho": 0.85, "tmax": 10.0, "Fb": 0.01, "alpha": 0.2, "beta": 0.004}
@@ -142,7 +141,7 @@ def test_indefinite_hessian_gives_no_standard_errors() -> None:
     -1.44, 0.14, 0.53; inverse diagonal 0.71, 4.41, 3.15) would give a 'correlation' of
     -1.44 between the first two parameters: no covariance and no correlation note, but a
     note that says why."""
-    from cartpk.fit import covariance_from
+    from cartpk.individual.fit import covariance_from
 
     h = np.array([[-0.92, -0.73, 0.38], [-0.73, -0.21, 0.03], [0.38, 0.03, 0.36]])
     assert np.linalg.eigvalsh(h)[0] < 0 and np.all(np.diag(np.linalg.inv(h)) > 0)

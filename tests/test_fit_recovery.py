@@ -22,7 +22,7 @@ from scipy.stats import t as student_t
 from test_fit import DAYS
 from test_fit import stein as closed_form
 
-from cartpk.fit import FitWarning, fit
+from cartpk.individual import FitWarning, fit
 from cartpk.model import Model
 
 KINETIC = ["C0", "rho", "tmax", "Fb", "alpha", "beta"]

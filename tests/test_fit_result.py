@@ -18,8 +18,13 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from cartpk.demo import poems_fit  # noqa: E402
-from cartpk.fit import FitWarning, fit  # noqa: E402
-from cartpk.fit_result import FitResult, FitTable, ModelChangedWarning  # noqa: E402
+from cartpk.individual import (  # noqa: E402
+    FitResult,
+    FitTable,
+    FitWarning,
+    ModelChangedWarning,
+    fit,
+)
 from cartpk.model import load_model  # noqa: E402
 
 DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)

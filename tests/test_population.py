@@ -24,7 +24,7 @@ from scipy import integrate, optimize, stats
 
 from cartpk.data import as_dataset
 from cartpk.errors import FitError
-from cartpk.fit import FitWarning
+from cartpk.individual import FitWarning
 from cartpk.population import build_design, fit_population
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,10 +19,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cartpk.fit import FitWarning
-from cartpk.population import fit_population
-from cartpk.population_diagnostics import censored_quantile, time_bins
-from cartpk.population_result import PopulationFit
+from cartpk.individual import FitWarning
+from cartpk.population import PopulationFit, fit_population
+from cartpk.population.diagnostics import censored_quantile, time_bins
 
 DAYS = np.array([1, 2, 4, 7, 10, 14, 21, 28, 42, 60, 90, 180, 270, 365.0])
 TRUTH = {
@@ -427,7 +426,7 @@ def test_summary_shows_tables_criteria_and_problems(fit):
 
 def test_json_carries_the_model_and_warns_when_its_file_changed(fit, tmp_path):
     """Issue 12 item 2: an edited model file must not silently change a saved fit."""
-    from cartpk.fit_result import ModelChangedWarning
+    from cartpk.individual import ModelChangedWarning
     from cartpk.model import load_model
 
     path = tmp_path / "mystein.toml"

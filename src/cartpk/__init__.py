@@ -6,13 +6,11 @@ The public API is the names listed in ``__all__``.
 from .data import Dataset, read_dataset
 from .errors import DataError, FitError, ModelError, SolverError
 from .exposure import exposure
-from .fit import fit
-from .fit_result import FitResult, FitTable
+from .individual import FitResult, FitTable, fit
 from .model import Model, list_models, load_model
 from .nca import nca, nca_summary
 from .parameter_sets import list_parameter_sets
-from .population import fit_population
-from .population_result import PopulationFit
+from .population import PopulationFit, fit_population
 from .scenarios import Population, check_parameter_set, scenarios
 from .solve import simulate
 

@@ -478,7 +478,7 @@ def show_fit_table(table: Any) -> None:
 
 def check_fixed(model: Any, params: dict[str, Any], errors: dict[str, Any]) -> None:
     """Refuse --fix names that are neither model nor error parameters, and bad values."""
-    from .fit import build_parameters
+    from .individual.fit import build_parameters
     from .likelihood import ERROR_MODELS
 
     error_names = [f"{a}_{n}" for a, (kind, _) in errors.items() for n in ERROR_MODELS[kind]]
@@ -577,9 +577,9 @@ def fit(
 
     from .data import read_dataset
     from .errors import FitWarning
-    from .fit import error_spec, prior_means
-    from .fit import fit as run_fit
-    from .fit_result import FitResult
+    from .individual.fit import error_spec, prior_means
+    from .individual.fit import fit as run_fit
+    from .individual.result import FitResult
     from .model import load_model
 
     check_outputs([(output, "-o", "file"), (plot, "--plot", "figure")], [data, model_input(model)])
@@ -775,7 +775,7 @@ def scenarios(
 ) -> None:
     """Virtual patients at several doses: exposure and biomarker response per dose."""
     from .model import load_model
-    from .population_result import PopulationFit
+    from .population.result import PopulationFit
     from .scenarios import scenarios as run_scenarios
 
     figures = [] if plots is None else [plots / "exposure.png", plots / "bands.png"]

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .fit import FitResult, fit  # noqa: E402
+from .individual import FitResult, fit  # noqa: E402
 
 VEGF_ERROR_CV = 0.1  # assumed assay CV of serum VEGF (fixed: three points cannot estimate it)
 BNORM_PRIOR = (200.0, 0.5)  # ng/L, log-scale SD: a normal serum VEGF, weakly held

@@ -20,13 +20,13 @@ import lmfit
 import numpy as np
 import pandas as pd
 
-from .data import Dataset, as_dataset, shown
-from .errors import DataError, FitError, FitWarning
-from .fit_result import FitResult, FitTable
-from .likelihood import ERROR_MODELS, KIND_CODES, ObservationArrays, pack_observations
-from .model import Model, load_model
-from .scales import SCALE_CODES, estimation_bounds, to_estimation
-from .solve import METHODS, check_tolerances, method_code
+from ..data import Dataset, as_dataset, shown
+from ..errors import DataError, FitError, FitWarning
+from ..likelihood import ERROR_MODELS, KIND_CODES, ObservationArrays, pack_observations
+from ..model import Model, load_model
+from ..scales import SCALE_CODES, estimation_bounds, to_estimation
+from ..solve import METHODS, check_tolerances, method_code
+from .result import FitResult, FitTable
 
 FAILED_OBJECTIVE = 1e12
 PARALLEL_POINTS = 4  # fewer parameter points than this are solved on the calling thread

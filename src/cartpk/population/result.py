@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from . import population_diagnostics as diagnostics
-from .model import Model
-from .scales import delta_se, to_natural
+from ..model import Model
+from ..scales import delta_se, to_natural
+from . import diagnostics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -176,7 +176,7 @@ class PopulationFit:
         exposure column whose name is also a model parameter (ck_stein's ``tmax``, the switch
         to contraction) gets the output as suffix: ``tmax_CART`` is the time of the peak.
         """
-        from .exposure import exposure
+        from ..exposure import exposure
 
         table = self.individual_parameters()
         output = self.model.outputs[0]
@@ -205,7 +205,7 @@ class PopulationFit:
 
     def population(self):
         """The fitted population as a :class:`cartpk.scenarios.Population` (virtual patients)."""
-        from .scenarios import CovariateEffect, Population
+        from ..scenarios import CovariateEffect, Population
 
         sd = np.sqrt(np.diag(self.omega))
         correlation = self.omega / np.outer(sd, sd)

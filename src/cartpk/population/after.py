@@ -19,12 +19,12 @@ import pandas as pd
 from scipy.special import logsumexp
 from scipy.stats import t as student_t
 
-from .data import Dataset
-from .errors import FitWarning
-from .fit import fit
-from .population_result import PopulationFit
-from .scales import to_natural
-from .solve import solve_batch
+from ..data import Dataset
+from ..errors import FitWarning
+from ..individual.fit import fit
+from ..scales import to_natural
+from ..solve import solve_batch
+from .result import PopulationFit
 
 #: Smallest between-subject SD (estimation scale) SAEM lets an omega reach.
 OMEGA_FLOOR = 1e-3

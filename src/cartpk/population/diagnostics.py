@@ -31,17 +31,24 @@ import pandas as pd
 from scipy.linalg import solve_triangular
 from scipy.special import ndtri
 
-from .errors import FitError, FitWarning
-from .fit_result import cartpk_version, model_from, model_reference, number, parse_json, plain
-from .likelihood import residual_sd
-from .scales import to_natural
-from .solve import METHODS, Doses, solve_batch
+from ..errors import FitError, FitWarning
+from ..individual.result import (
+    cartpk_version,
+    model_from,
+    model_reference,
+    number,
+    parse_json,
+    plain,
+)
+from ..likelihood import residual_sd
+from ..scales import to_natural
+from ..solve import METHODS, Doses, solve_batch
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .population_result import PopulationFit
+    from .result import PopulationFit
 
 SIM_CHUNK = 20_000
 NOMINAL_BINS = 15

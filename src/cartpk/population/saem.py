@@ -47,10 +47,10 @@ import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 from tqdm.auto import tqdm
 
-from .data import Dataset, as_dataset, shown
-from .errors import FitError
-from .fit import check_count, check_seed, error_spec
-from .likelihood import (
+from ..data import Dataset, as_dataset, shown
+from ..errors import FitError
+from ..individual.fit import check_count, check_seed, error_spec
+from ..likelihood import (
     ERROR_MODELS,
     KIND_CODES,
     ObservationArrays,
@@ -61,11 +61,11 @@ from .likelihood import (
     m2ll_observed,
     pack_observations,
 )
-from .model import Model, load_model
-from .population_after import OMEGA_FLOOR, finish
-from .population_result import PopulationFit
-from .scales import SCALE_CODES, estimation_bounds, to_estimation
-from .solve import check_tolerances, method_code
+from ..model import Model, load_model
+from ..scales import SCALE_CODES, estimation_bounds, to_estimation
+from ..solve import check_tolerances, method_code
+from .after import OMEGA_FLOOR, finish
+from .result import PopulationFit
 
 ANNEAL = 0.95
 TARGET_ACCEPTANCE = 0.4

@@ -24,12 +24,12 @@ import lmfit
 import numpy as np
 import pandas as pd
 
-from .errors import FitError, FitWarning, SolverError
-from .exposure import exposure as model_exposure
-from .likelihood import ERROR_MODELS, on_scale, residual_sd
-from .model import Model, list_models, load_model, model_from_text
-from .scales import delta_se, to_natural
-from .solve import solve_batch
+from ..errors import FitError, FitWarning, SolverError
+from ..exposure import exposure as model_exposure
+from ..likelihood import ERROR_MODELS, on_scale, residual_sd
+from ..model import Model, list_models, load_model, model_from_text
+from ..scales import delta_se, to_natural
+from ..solve import solve_batch
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -576,7 +576,7 @@ class FitTable:
 
 def cartpk_version() -> str:
     """The installed cartpk version."""
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
