@@ -3,18 +3,20 @@
 The public API is the names listed in ``__all__``.
 """
 
+from importlib.metadata import version
+
 from .data import Dataset, read_dataset
 from .errors import DataError, FitError, ModelError, SolverError
 from .exposure import exposure
 from .individual import FitResult, FitTable, fit
 from .model import Model, list_models, load_model
+from .model.parameter_sets import list_parameter_sets
 from .nca import nca, nca_summary
-from .parameter_sets import list_parameter_sets
 from .population import PopulationFit, fit_population
 from .scenarios import Population, check_parameter_set, scenarios
 from .solve import simulate
 
-__version__ = "0.1.0"
+__version__ = version("cartpk")
 
 __all__ = [
     "DataError",

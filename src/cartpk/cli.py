@@ -53,9 +53,9 @@ def show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None
     typer.echo(f"warning: {one_line(message)}", err=True)
 
 
-def compiling_notice(name: str) -> None:
-    """Say on stderr that a model is compiled (first use), before the wait."""
-    typer.echo(f"compiling model {name} (first use, ~20 s; cached afterwards)...", err=True)
+def compiling_notice(notice: str) -> None:
+    """Say on stderr what is compiled (first use), before the wait."""
+    typer.echo(f"{notice}...", err=True)
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,7 +64,7 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from . import model as model_module
+        from .model import cache as model_module
 
         previous = getattr(model_module, "COMPILE_NOTICE", None)
         model_module.COMPILE_NOTICE = compiling_notice
@@ -331,7 +331,7 @@ def nca(
 def models() -> None:
     """List the built-in models with their parameters, and the named parameter sets."""
     from .model import list_models, load_model
-    from .parameter_sets import list_parameter_sets, load_parameter_set
+    from .model.parameter_sets import list_parameter_sets, load_parameter_set
 
     parameters: dict[str, set[str]] = {}
     for name in list_models():

@@ -22,8 +22,8 @@ import pandas as pd
 
 from ..errors import SolverError
 from ..model import load_model
+from ..model.parameter_sets import load_parameter_set
 from ..nca import nca
-from ..parameter_sets import load_parameter_set
 from ..solve import solve_batch
 from .population import Population
 

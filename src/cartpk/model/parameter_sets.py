@@ -22,7 +22,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from ..errors import ModelError
 
 __all__ = ["ParameterSet", "correlation_pairs", "list_parameter_sets", "load_parameter_set"]
 

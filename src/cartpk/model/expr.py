@@ -21,7 +21,7 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import ModelError
+from ..errors import ModelError
 
 #: Callable names: emitted name, minimum and maximum number of arguments (None: any).
 FUNCTIONS: dict[str, tuple[str, int, int | None]] = {
