@@ -24,7 +24,7 @@ from ..data import Dataset, as_dataset, shown
 from ..errors import DataError, FitError, FitWarning
 from ..likelihood import ERROR_MODELS, KIND_CODES, ObservationArrays, pack_observations
 from ..model import Model, load_model
-from ..scales import SCALE_CODES, estimation_bounds, to_estimation
+from ..scales import SCALE_CODES, estimation_bounds, natural_rows, to_estimation
 from ..solve import METHODS, check_tolerances, method_code
 from .result import FitResult, FitTable
 
@@ -177,10 +177,7 @@ class Problem:
         """Model parameters on the natural scale from estimation-scale points (k, n) or (n,)."""
         c = self._c
         phi = np.atleast_2d(X)[:, : c["n_par"]]
-        lower, upper, scale = c["lower"], c["upper"], c["scale"]
-        with np.errstate(over="ignore"):
-            logit = lower + (upper - lower) / (1 + np.exp(-phi))
-            out = np.where(scale == 1, np.exp(phi), np.where(scale == 2, logit, phi))
+        out = natural_rows(phi, c["scale"], c["lower"], c["upper"])
         return out if np.ndim(X) == 2 else out[0]
 
     def points(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
