@@ -41,7 +41,7 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_ndtr
 
 from cartpk.data import as_dataset
-from cartpk.fit import FitWarning
+from cartpk.errors import FitWarning
 from cartpk.model import load_model
 from cartpk.population import PSEUDO_END, Saem, build_design, fit_population
 from cartpk.solve import method_code

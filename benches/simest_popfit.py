@@ -48,9 +48,13 @@ from scipy import stats
 from scipy.optimize import minimize
 from scipy.special import log_ndtr, logsumexp
 
-from cartpk.fit import FitWarning
+from cartpk.errors import FitWarning
 from cartpk.model import load_model
 from cartpk.population import fit_population
+
+# tests/references.py: the ck_stein closed form the tests check against, shared here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import references  # noqa: E402
 
 DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)
 DOSES = (1.0e6, 2.0e6, 3.0e6)  # CAR-T cells/kg
@@ -78,11 +82,8 @@ TRUTH = {
 
 def closed_form(t: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
     """ck_stein transgene level (copies/µg), subjects in rows, times t (days) in columns."""
-    col = {name: np.asarray(v, dtype=float)[:, None] for name, v in p.items()}
-    after = np.maximum(t[None, :] - col["tmax"], 0.0)
-    peak = col["C0"] * np.exp(col["rho"] * np.minimum(t[None, :], col["tmax"]))
-    fb = col["Fb"]
-    return peak * ((1 - fb) * np.exp(-col["alpha"] * after) + fb * np.exp(-col["beta"] * after))
+    col = [np.asarray(p[name], dtype=float)[:, None] for name in TYPICAL]
+    return references.stein_level(t[None, :], *col)
 
 
 def simulate_trial(rng: np.random.Generator, n_subjects: int, lloq: float) -> pd.DataFrame:

@@ -14,22 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from references import stein_level
 
 from cartpk.data import read_dataset
 from cartpk.errors import DataError, FitError
-from cartpk.fit import FitWarning, fit
+from cartpk.individual import FitWarning, fit
 from cartpk.population import build_design, fit_population
 from cartpk.solve import simulate
 
 DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90], dtype=float)
 TRUTH = {"C0": 6.15, "rho": 0.85, "tmax": 10.0, "Fb": 0.01, "alpha": 0.2, "beta": 0.004}
-
-
-def stein(t: np.ndarray, c0, rho, tmax, fb, alpha, beta) -> np.ndarray:
-    """Closed form of ck_stein (copies/ug) at the reference dose."""
-    after = np.maximum(t - tmax, 0.0)
-    peak = c0 * np.exp(rho * np.minimum(t, tmax))
-    return peak * ((1 - fb) * np.exp(-alpha * after) + fb * np.exp(-beta * after))
 
 
 def subject(
@@ -38,7 +32,7 @@ def subject(
     """One ck_stein subject infused ``dose`` cells/kg (dose_exp 1), a dose record at
     ``dose_time`` (None: none) before the observations."""
     rng = np.random.default_rng(seed)
-    dv = stein(DAYS, *TRUTH.values()) * dose / 1e6 * np.exp(rng.normal(0, noise, DAYS.size))
+    dv = stein_level(DAYS, *TRUTH.values()) * dose / 1e6 * np.exp(rng.normal(0, noise, DAYS.size))
     obs = pd.DataFrame({"ID": id_, "TIME": DAYS, "DV": dv, "EVID": 0, "AMT": np.nan})
     if dose_time is None:
         return obs
@@ -390,7 +384,9 @@ def test_collapsing_between_subject_sd_is_reported_not_a_crash() -> None:
     frames = []
     for i in range(1, 13):
         c0, rho = 6 * np.exp(rng.normal(0, 0.5)), 0.85 * np.exp(rng.normal(0, 0.2))
-        dv = stein(days, c0, rho, 10.0, 0.01, 0.2, 0.004) * np.exp(rng.normal(0, 0.1, days.size))
+        dv = stein_level(days, c0, rho, 10.0, 0.01, 0.2, 0.004) * np.exp(
+            rng.normal(0, 0.1, days.size)
+        )
         frames.append(pd.DataFrame({"ID": i, "TIME": days, "DV": dv}))
     pop, _ = quiet(
         fit_population, "ck_stein", pd.concat(frames), random=["C0", "rho", "alpha"],

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from references import stein_level
 
 from cartpk.cli import (
     match_id,
@@ -21,9 +22,10 @@ from cartpk.cli import (
     parse_times,
     per_subject_path,
 )
-from cartpk.fit_result import FitResult, FitTable
+from cartpk.individual import FitResult, FitTable
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+STEIN = ("C0", "rho", "tmax", "Fb", "alpha", "beta")  # ck_stein kinetic parameters, in order
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -113,16 +115,6 @@ def test_simulate_writes_csv_and_plot(tmp_path: Path) -> None:
     assert png.stat().st_size > 10_000
 
 
-def stein_closed_form(t: np.ndarray, p: dict[str, float]) -> np.ndarray:
-    """ck_stein at the reference dose: C0 e^(rho min(t, tmax)) [(1-Fb) e^(-alpha s) +
-    Fb e^(-beta s)], s = (t - tmax)+ (the closed form in the model file's header)."""
-    after = np.maximum(t - p["tmax"], 0.0)
-    peak = p["C0"] * np.exp(p["rho"] * np.minimum(t, p["tmax"]))
-    return peak * (
-        (1 - p["Fb"]) * np.exp(-p["alpha"] * after) + p["Fb"] * np.exp(-p["beta"] * after)
-    )
-
-
 def test_simulate_param_override_changes_answer(tmp_path: Path) -> None:
     """--param rho=0.5 gives the closed form at rho 0.5, not only a smaller peak."""
     from cartpk.model import load_model
@@ -136,7 +128,9 @@ def test_simulate_param_override_changes_answer(tmp_path: Path) -> None:
         values = dict(defaults, **({} if override is None else {"rho": override}))
         frame = pd.read_csv(path)
         np.testing.assert_array_equal(frame["TIME"], days)
-        np.testing.assert_allclose(frame["CART"], stein_closed_form(days, values), rtol=1e-5)
+        np.testing.assert_allclose(
+            frame["CART"], stein_level(days, *(values[k] for k in STEIN)), rtol=1e-5
+        )
 
 
 def test_models_lists_builtins() -> None:
@@ -201,9 +195,7 @@ def test_demo_runs(tmp_path: Path) -> None:
 def stein_csv(path: Path, ids: tuple = (1,), lloq: float = 100.0) -> Path:
     """Noisy ck_stein closed-form profiles (DESIGN.md), censored below ``lloq``, as a CSV."""
     days = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)
-    after = np.maximum(days - 10.0, 0.0)
-    truth = 6.0 * np.exp(0.85 * np.minimum(days, 10.0))
-    truth *= 0.99 * np.exp(-0.2 * after) + 0.01 * np.exp(-0.004 * after)
+    truth = stein_level(days, 6.0, 0.85, 10.0, 0.01, 0.2, 0.004)
     rng = np.random.default_rng(3)
     parts = []
     for subject in ids:
@@ -405,7 +397,7 @@ def test_fit_reports_start_and_end_and_fits_only_the_analyte(tmp_path: Path) -> 
 def test_models_lists_parameter_sets_and_correlations() -> None:
     """`cartpk models` names every parameter set with its product, reference dose and the
     models it fits, and prints each model's correlated random effects."""
-    from cartpk.parameter_sets import list_parameter_sets, load_parameter_set
+    from cartpk.model.parameter_sets import list_parameter_sets, load_parameter_set
 
     result = run_cli("models")
     assert result.returncode == 0, result.stderr

@@ -17,7 +17,7 @@ import pytest
 import cartpk as ck
 from cartpk.errors import ModelError
 from cartpk.model import load_model
-from cartpk.parameter_sets import list_parameter_sets, load_parameter_set
+from cartpk.model.parameter_sets import list_parameter_sets, load_parameter_set
 from cartpk.scenarios import CMAX_CEILING, Population, check_parameter_set
 
 PRIORS = Path(__file__).resolve().parents[1] / "data" / "bcma_cart_priors.csv"
@@ -252,5 +252,5 @@ def test_builtin_sets_solve_every_patient(name: str | None) -> None:
     result = ck.scenarios(model, doses=[1e6, 2e6, 3e6], n=2000, seed=7)
     assert result.summary()["n_failed"].sum() == 0
     assert result.failures().empty and result.notes == []
-    assert (result.patients["solver"] == "dopri5").all()
+    assert (result.patients["solver"] == "auto").all()
     assert result.patients["cmax"].max() < CMAX_CEILING

@@ -5,7 +5,7 @@ patient rows (``Model.pack``), and calls ``kernels.exposure_batch`` or
 ``kernels.solve_batch``; each patient is solved on its own, so the numbers do not depend
 on who else is in the chunk. Getting the kernels in a worker is
 ``cartpk.scenarios.run._KernelSource``; the task around a chunk (drawing its patients,
-the stiff retry, the table rows) is ``cartpk.scenarios.run``.
+the table rows) is ``cartpk.scenarios.run``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ class ChunkSettings:
     k_bio: int
     partial: float
     normal: float
-    stiff_retry: bool
 
     @property
     def solver(self) -> tuple[int, float, float, int]:

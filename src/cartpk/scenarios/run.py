@@ -70,18 +70,11 @@ class _KernelSource:
 def _run_chunk(source: _KernelSource, p: np.ndarray, s: ChunkSettings) -> dict[str, np.ndarray]:
     """Exposure, status and response times of the patients ``p`` (rows of Model.pack).
 
-    With ``stiff_retry``, patients that exhaust the step budget with Dormand-Prince are
-    solved again with Rodas (a stiff method); ``out["method"]`` says which one was used.
+    Stiff patients need nothing here: with the default method ``auto`` the kernels switch
+    a patient to Rodas, or solve it again with Rodas, themselves.
     """
     with KERNEL_LOCK:
-        kernels = source.load()
-        out = solve_chunk(kernels, p, s)
-        stiff = np.flatnonzero(out["status"] == 1) if s.stiff_retry else np.empty(0, int)
-        if stiff.size:
-            again = solve_chunk(kernels, p[stiff], replace(s, method=METHODS["rodas"]))
-            for key, values in again.items():
-                out[key][stiff] = values
-        return out
+        return solve_chunk(source.load(), p, s)
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,9 +169,9 @@ def scenarios(
         response: biomarker response criteria (:class:`Response` or a mapping of its
             fields); None: the VEGF defaults when the model has a VEGF output; False: none.
         method, rtol, atol, max_steps: solver settings, as in :func:`cartpk.exposure`.
-            With ``method=None`` and a Dormand-Prince model, patients that exhaust
-            ``max_steps`` (stiff: very high CAR-T levels driving a fast kill) are solved
-            again with Rodas; the ``solver`` column says which method each patient got.
+            The default ``auto`` (the built-in models' solver) switches a stiff patient
+            (very high CAR-T levels driving a fast kill) to Rodas; the ``solver`` column
+            gives the method asked for.
         chunk_size: patients per chunk (results do not depend on it).
         scheduler: None (this process), ``"dask"`` (``dask.compute`` on the current dask
             scheduler, e.g. a running ``dask.distributed.Client``) or a
@@ -288,7 +281,6 @@ def _settings(
         k_bio=_output_index(model, criteria.output) if criteria else -1,
         partial=criteria.partial if criteria else 0.0,
         normal=criteria.normal if criteria else 0.0,
-        stiff_retry=method is None and model.solver == "dopri5",
     )
 
 
