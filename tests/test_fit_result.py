@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from references import stein_exposure as closed_form_exposure  # noqa: E402
+from references import stein_level as stein  # noqa: E402
 
 from cartpk.demo import poems_fit  # noqa: E402
 from cartpk.individual import (  # noqa: E402
@@ -33,22 +35,10 @@ TRUTH = {"C0": 6.0, "rho": 0.85, "tmax": 10.0, "Fb": 0.01, "alpha": 0.2, "beta":
 ALL_FIXED = {name: {"value": value, "vary": False} for name, value in TRUTH.items()}
 
 
-def stein(t: np.ndarray, C0, rho, tmax, Fb, alpha, beta) -> np.ndarray:  # noqa: N803
-    """DESIGN.md closed form of ck_stein (copies/ug) at the reference dose."""
-    after = np.maximum(t - tmax, 0.0)
-    peak = C0 * np.exp(rho * np.minimum(t, tmax))
-    return peak * ((1 - Fb) * np.exp(-alpha * after) + Fb * np.exp(-beta * after))
-
-
 def stein_exposure(p: dict[str, float], end: float = 28.0) -> dict[str, float]:
     """Closed-form cmax, tmax and AUC(0, end) of ck_stein for tmax < end."""
-    C0, rho, tmax, Fb, alpha, beta = (p[k] for k in TRUTH)  # noqa: N806
-    peak = C0 * np.exp(rho * tmax)
-    tail = end - tmax
-    auc = C0 / rho * (np.exp(rho * tmax) - 1) + peak * (
-        (1 - Fb) * (1 - np.exp(-alpha * tail)) / alpha + Fb * (1 - np.exp(-beta * tail)) / beta
-    )
-    return {"cmax": peak, "tmax": tmax, f"auc_0_{end:g}": auc}
+    cmax, tmax, auc = closed_form_exposure(end, *(p[k] for k in TRUTH))
+    return {"cmax": cmax, "tmax": tmax, f"auc_0_{end:g}": auc}
 
 
 def profile(days: np.ndarray = DAYS, noise: float = 0.25, seed: int = 2, id=1) -> pd.DataFrame:
@@ -154,7 +144,9 @@ def test_exposure_without_covariance_warns_and_gives_nan_intervals() -> None:
         assert table.loc[metric, "estimate"] == pytest.approx(value, rel=1e-6)
 
 
-def test_draws_stay_in_bounds_and_stiff_draws_fall_back_to_rodas() -> None:
+def test_draws_stay_in_bounds_and_stiff_draws_are_solved() -> None:
+    """dopri5 alone cannot solve some draws and falls back to rodas, with a warning; the
+    default auto solves them all."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)
         result = poems_fit()
@@ -163,8 +155,11 @@ def test_draws_stay_in_bounds_and_stiff_draws_fall_back_to_rodas() -> None:
     for name, p in result.model.parameters.items():
         assert draws[name].between(p.lower, p.upper).all()
     with pytest.warns(FitWarning, match="solved again with 'rodas'"):
-        table = result.exposure(n=100, seed=1)
+        table = result.exposure(n=100, seed=1, method="dopri5")
     pd.testing.assert_frame_equal(table, result.exposure(n=100, seed=1, method="rodas"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FitWarning)  # auto, the fit's method, solves every draw
+        result.exposure(n=100, seed=1)
 
 
 def test_plot_marks_censored_points_on_a_log_axis(censored_fit: FitResult, tmp_path) -> None:
