@@ -5,8 +5,9 @@
 """
 
 from ..errors import FitWarning
+from ..reports import ModelChangedWarning
 from .fit import build_parameters, check_count, check_seed, error_spec, fit, hessian, prior_means
-from .result import FitResult, FitTable, ModelChangedWarning
+from .result import FitResult, FitTable
 
 __all__ = [
     "FitResult",

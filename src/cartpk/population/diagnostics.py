@@ -1,7 +1,9 @@
-"""Diagnostics of a population fit: predictions and NPDE, VPC, figures, summary text, JSON.
+"""Diagnostics of a population fit: predictions and NPDE, VPC, figures.
 
-The functions here take a :class:`cartpk.PopulationFit` and are reached through its
-methods (``predictions``, ``vpc``, ``plot_gof``, ``plot_vpc``, ``summary``, ``to_json``).
+The functions here take a finished fit as a :class:`FittedPopulation` (the estimates and
+the data it was fitted to: a :class:`cartpk.PopulationFit` is one, and this module does not
+import it) and are reached through the fit's methods (``predictions``, ``vpc``,
+``plot_gof``, ``plot_vpc``).
 
 Simulations of the fitted model draw every subject's random effects from N(0, Omega) around
 its typical parameters (its ``design`` row: covariates included) and add residual error on
@@ -20,11 +22,10 @@ imputed the same way, before decorrelation.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from os import PathLike
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -32,15 +33,8 @@ from scipy.linalg import solve_triangular
 from scipy.special import ndtri
 
 from ..errors import FitError, FitWarning
-from ..individual.result import (
-    cartpk_version,
-    model_from,
-    model_reference,
-    number,
-    parse_json,
-    plain,
-)
 from ..likelihood import residual_sd
+from ..model import Model
 from ..scales import to_natural
 from ..solve import METHODS, Doses, solve_batch
 
@@ -48,14 +42,27 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .result import PopulationFit
-
 SIM_CHUNK = 20_000
 NOMINAL_BINS = 15
 QUANTILE_BINS = 10
-FORMAT = "cartpk.PopulationFit"
-FORMAT_VERSION = 2  # 2: the model's TOML text is stored with the fit
-OBSERVATION_COLUMNS = ("ID", "TIME", "DV", "CENS", "LLOQ", "ANALYTE")
+
+
+class FittedPopulation(Protocol):
+    """What the diagnostics read of a finished population fit (see
+    :class:`cartpk.PopulationFit` for the meaning of each attribute)."""
+
+    model: Model
+    ids: list[Any]
+    random: list[str]
+    errors: dict[str, tuple[str, dict[str, float]]]
+    omega: np.ndarray
+    sigma_values: dict[str, dict[str, float]]
+    phi_mode: np.ndarray
+    covariates: np.ndarray
+    design: np.ndarray
+    observations: pd.DataFrame
+    settings: dict[str, Any]
+    doses: pd.DataFrame | None
 
 
 # --- the observations as flat arrays ----------------------------------------------------------
@@ -82,7 +89,7 @@ class Layout:
         return slice(int(self.off[i]), int(self.off[i + 1]))
 
 
-def layout(fit: PopulationFit) -> Layout:
+def layout(fit: FittedPopulation) -> Layout:
     """The flat arrays of ``fit.observations`` (rows grouped by subject in ``fit.ids`` order)."""
     obs = fit.observations
     subject = pd.Index(fit.ids).get_indexer(obs["ID"])
@@ -115,7 +122,7 @@ def from_error_scale(lay: Layout, values: np.ndarray) -> np.ndarray:
     return np.where(log, np.exp(np.where(log, values, 0.0)), values)
 
 
-def residual_sds(fit: PopulationFit, lay: Layout, f: np.ndarray) -> np.ndarray:
+def residual_sds(fit: FittedPopulation, lay: Layout, f: np.ndarray) -> np.ndarray:
     """Residual SD (error scale) of every row (last axis of ``f``) at predictions ``f``."""
     sd = np.empty_like(f)
     for analyte, (kind, _) in fit.errors.items():
@@ -127,7 +134,7 @@ def residual_sds(fit: PopulationFit, lay: Layout, f: np.ndarray) -> np.ndarray:
 # --- solving the model at the observations ------------------------------------------------
 
 
-def natural_params(fit: PopulationFit, phi: np.ndarray) -> np.ndarray:
+def natural_params(fit: FittedPopulation, phi: np.ndarray) -> np.ndarray:
     """Model parameters on the natural scale from estimation-scale rows phi (k, n_par)."""
     columns = [
         to_natural(phi[:, j], p.scale, p.lower, p.upper)
@@ -136,7 +143,7 @@ def natural_params(fit: PopulationFit, phi: np.ndarray) -> np.ndarray:
     return np.column_stack(columns)
 
 
-def subject_doses(fit: PopulationFit, subject: np.ndarray) -> Doses | None:
+def subject_doses(fit: FittedPopulation, subject: np.ndarray) -> Doses | None:
     """Re-infusions (after TIME 0) of subjects ``subject`` (indices, repeats allowed)."""
     doses = fit.doses
     if doses is None or doses.empty:
@@ -152,7 +159,7 @@ def subject_doses(fit: PopulationFit, subject: np.ndarray) -> Doses | None:
     )
 
 
-def solver_options(fit: PopulationFit) -> dict[str, Any]:
+def solver_options(fit: FittedPopulation) -> dict[str, Any]:
     """The fit's ODE method and tolerances, as solve_batch keywords."""
     names = {code: name for name, code in METHODS.items()}
     settings = fit.settings
@@ -164,7 +171,7 @@ def solver_options(fit: PopulationFit) -> dict[str, Any]:
 
 
 def observed_outputs(
-    fit: PopulationFit, lay: Layout, phi: np.ndarray, subject: np.ndarray | None = None
+    fit: FittedPopulation, lay: Layout, phi: np.ndarray, subject: np.ndarray | None = None
 ) -> np.ndarray:
     """Model output of every observation row of subjects ``subject[k]`` at parameters phi[k].
 
@@ -179,7 +186,9 @@ def observed_outputs(
     return np.concatenate(chunks)
 
 
-def solve_rows(fit: PopulationFit, lay: Layout, phi: np.ndarray, subject: np.ndarray) -> np.ndarray:
+def solve_rows(
+    fit: FittedPopulation, lay: Layout, phi: np.ndarray, subject: np.ndarray
+) -> np.ndarray:
     """One solve_batch call: the observed outputs of subjects ``subject`` at phi."""
     counts = np.diff(lay.off)[subject]
     rows = np.concatenate([np.arange(lay.off[s], lay.off[s + 1]) for s in subject])
@@ -197,11 +206,11 @@ def solve_rows(fit: PopulationFit, lay: Layout, phi: np.ndarray, subject: np.nda
     return sol.values[np.arange(rows.size), lay.out[rows]]
 
 
-def random_columns(fit: PopulationFit) -> np.ndarray:
+def random_columns(fit: FittedPopulation) -> np.ndarray:
     return np.array([fit.model.param_names.index(n) for n in fit.random], dtype=np.int64)
 
 
-def omega_root(fit: PopulationFit) -> np.ndarray:
+def omega_root(fit: FittedPopulation) -> np.ndarray:
     """A square root R of Omega (R R' = Omega), by eigendecomposition (Omega may be singular)."""
     values, vectors = np.linalg.eigh(fit.omega)
     if np.any(values < -1e-10 * max(1.0, float(np.max(np.abs(values), initial=0.0)))):
@@ -210,7 +219,7 @@ def omega_root(fit: PopulationFit) -> np.ndarray:
 
 
 def simulate_replicates(
-    fit: PopulationFit, lay: Layout, n: int, rng: np.random.Generator
+    fit: FittedPopulation, lay: Layout, n: int, rng: np.random.Generator
 ) -> np.ndarray:
     """(n, n_rows) simulated observations on the error scale: eta ~ N(0, Omega), residual error.
 
@@ -230,9 +239,9 @@ def simulate_replicates(
 # --- PRED, IPRED, IWRES, NPDE -------------------------------------------------------------
 
 
-def predictions(fit: PopulationFit, n_sim: int = 1000, seed: int = 1) -> pd.DataFrame:
+def predictions(fit: FittedPopulation, n_sim: int = 1000, seed: int = 1) -> pd.DataFrame:
     """One row per observation: PRED, IPRED, IWRES and NPDE (see PopulationFit.predictions)."""
-    check_count("n_sim", n_sim, 2)
+    check_replicates("n_sim", n_sim, 2)
     lay = layout(fit)
     pred = observed_outputs(fit, lay, fit.design)
     ipred = observed_outputs(fit, lay, fit.phi_mode)
@@ -250,7 +259,7 @@ def predictions(fit: PopulationFit, n_sim: int = 1000, seed: int = 1) -> pd.Data
 
 
 def npde_all(
-    fit: PopulationFit, lay: Layout, sims: np.ndarray, rng: np.random.Generator
+    fit: FittedPopulation, lay: Layout, sims: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """NPDE of every observation row, subject by subject (NaN where not computable)."""
     y = to_error_scale(lay, lay.dv)
@@ -326,7 +335,7 @@ def impute(
 
 
 def vpc(
-    fit: PopulationFit,
+    fit: FittedPopulation,
     n: int = 500,
     bins: Any = None,
     pi: tuple[float, ...] = (0.05, 0.5, 0.95),
@@ -335,7 +344,7 @@ def vpc(
     analyte: str | None = None,
 ) -> pd.DataFrame:
     """Visual predictive check table (see PopulationFit.vpc)."""
-    check_count("n", n, 2)
+    check_replicates("n", n, 2)
     pi = check_probabilities("pi", pi)
     ci = float(check_probabilities("ci", (ci,))[0])
     lay = layout(fit)
@@ -460,7 +469,7 @@ def percentile_label(p: float) -> str:
     return f"p{100 * float(p):g}"
 
 
-def check_count(name: str, value: Any, minimum: int) -> None:
+def check_replicates(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} {value!r}: expected an integer >= {minimum}")
 
@@ -501,13 +510,15 @@ def finish_figure(fig: Figure, path: str | PathLike[str] | None) -> Figure:
     return fig
 
 
-def log_axis(fit: PopulationFit, analyte: str) -> bool:
+def log_axis(fit: FittedPopulation, analyte: str) -> bool:
     """Whether an analyte is drawn on log axes: CAR-T, or fitted with the log error model."""
     return analyte == "CART" or fit.errors[analyte][0] == "log"
 
 
 def plot_gof(
-    fit: PopulationFit, path: str | PathLike[str] | None = None, table: pd.DataFrame | None = None
+    fit: FittedPopulation,
+    path: str | PathLike[str] | None = None,
+    table: pd.DataFrame | None = None,
 ) -> Figure:
     """Goodness-of-fit panels per analyte: DV vs PRED, DV vs IPRED, IWRES and NPDE vs time."""
     table = predictions(fit) if table is None else table
@@ -564,7 +575,9 @@ def residual_versus_time(ax: Axes, rows: pd.DataFrame, column: str, analyte: str
 
 
 def plot_vpc(
-    fit: PopulationFit, path: str | PathLike[str] | None = None, table: pd.DataFrame | None = None
+    fit: FittedPopulation,
+    path: str | PathLike[str] | None = None,
+    table: pd.DataFrame | None = None,
 ) -> Figure:
     """VPC per analyte (column): percentiles over simulated CIs, fraction below LLOQ beneath."""
     table = vpc(fit) if table is None else table
@@ -618,175 +631,3 @@ def blq_panel(ax: Axes, rows: pd.DataFrame) -> None:
     ax.set_ylabel("fraction < LLOQ")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-
-
-# --- summary text ------------------------------------------------------------------------------
-
-
-def summary(fit: PopulationFit) -> str:
-    """A printable report: design, the three tables, OFV/AIC/BIC, shrinkage, problems."""
-    obs = fit.observations
-    covariates = ", ".join(c["label"] for c in fit.covariate_model) or "none"
-    n_iter = fit.settings.get("n_iter", ["?", "?"])
-    lines = [
-        f"Population fit of {fit.model.name} (SAEM): {len(fit.ids)} subjects, "
-        f"{fit.n_obs} observations ({int(obs['CENS'].sum())} below LLOQ)",
-        f"random effects: {', '.join(fit.random) or 'none'} ({fit.omega_kind} Omega); "
-        f"covariate effects: {covariates}",
-        f"iterations: {n_iter[0]} exploration + {n_iter[1]} smoothing; seed "
-        f"{fit.settings.get('seed')}; importance sampling {fit.settings.get('n_is')} draws",
-        "",
-        "Fixed effects",
-        table_text(fit.fixed_effects),
-        "",
-        "Between-subject SD (estimation scale), with shrinkage",
-        table_text(fit.omega_table),
-        "",
-        "Residual error",
-        table_text(fit.sigma),
-        "",
-        f"-2LL (OFV) {fit.ofv:.3f} (Monte Carlo SE {fit.ofv_se:.3f}); AIC {fit.aic:.3f}; "
-        f"BIC {fit.bic:.3f}; {fit.n_parameters} estimated parameters",
-    ]
-    if fit.covariance is None:
-        lines.append("standard errors: NOT AVAILABLE (see problems)")
-    problems = [f"  - {note}" for note in fit.notes] or ["  none reported"]
-    return "\n".join([*lines, "", "Problems:", *problems])
-
-
-def table_text(table: pd.DataFrame) -> str:
-    if table.empty:
-        return "  (none)"
-    return table.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-")
-
-
-# --- JSON ------------------------------------------------------------------------------------
-
-
-def to_dict(fit: PopulationFit) -> dict[str, Any]:
-    """Every field of a PopulationFit as plain JSON-ready values."""
-    doses = fit.doses
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "cartpk_version": cartpk_version(),
-        "model": model_reference(fit.model),
-        "ids": plain(list(fit.ids)),
-        "random": plain(fit.random),
-        "estimated": plain(fit.estimated),
-        "covariate_model": plain(fit.covariate_model),
-        "errors": plain(fit.errors),
-        "omega_kind": str(fit.omega_kind),
-        "mu": plain(fit.mu),
-        "theta": plain(fit.theta),
-        "omega": plain(fit.omega),
-        "sigma_values": plain(fit.sigma_values),
-        "theta_names": plain(fit.theta_names),
-        "covariance": plain(fit.covariance),
-        "ofv": plain(fit.ofv),
-        "ofv_se": plain(fit.ofv_se),
-        "n_obs": int(fit.n_obs),
-        "phi_mode": plain(fit.phi_mode),
-        "phi_mean": plain(fit.phi_mean),
-        "covariates": plain(fit.covariates),
-        "design": plain(fit.design),
-        "observations": plain(fit.observations[list(OBSERVATION_COLUMNS)].to_dict("records")),
-        "history": plain(fit.history.to_dict("list")),
-        "settings": plain(fit.settings),
-        "notes": [str(note) for note in fit.notes],
-        "doses": None if doses is None else plain(doses[["ID", "TIME", "AMT"]].to_dict("records")),
-    }
-
-
-def to_json(fit: PopulationFit) -> str:
-    """JSON text of :func:`to_dict` (NaN as null, infinities as "inf")."""
-    return json.dumps(to_dict(fit), indent=1, allow_nan=False)
-
-
-def from_json(cls: type, text: str) -> PopulationFit:
-    """A ``cls`` (PopulationFit) from :func:`to_json` text."""
-    return from_dict(cls, parse_json(text, "PopulationFit"))
-
-
-def from_dict(cls: type, data: dict[str, Any]) -> PopulationFit:
-    """A ``cls`` (PopulationFit) from :func:`to_dict` output."""
-    check_version(data)
-    model = model_from(data["model"], {})
-    n_par = len(model.param_names)
-    covariance = data["covariance"]
-    return cls(
-        model=model,
-        ids=list(data["ids"]),
-        random=list(data["random"]),
-        estimated=list(data["estimated"]),
-        covariate_model=[dict(c) for c in data["covariate_model"]],
-        errors={a: (str(kind), floats(fixed)) for a, (kind, fixed) in data["errors"].items()},
-        omega_kind=str(data["omega_kind"]),
-        mu=floats(data["mu"]),
-        theta=floats(data["theta"]),
-        omega=matrix(data["omega"], len(data["random"])),
-        sigma_values={a: floats(v) for a, v in data["sigma_values"].items()},
-        theta_names=list(data["theta_names"]),
-        covariance=None if covariance is None else matrix(covariance, len(data["theta_names"])),
-        ofv=number(data["ofv"]),
-        ofv_se=number(data["ofv_se"]),
-        n_obs=int(data["n_obs"]),
-        phi_mode=matrix(data["phi_mode"], n_par),
-        phi_mean=matrix(data["phi_mean"], n_par),
-        covariates=matrix(data["covariates"], len(model.covariate_names)),
-        design=matrix(data["design"], n_par),
-        observations=observations_from(data["observations"]),
-        history=pd.DataFrame({k: [number(v) for v in col] for k, col in data["history"].items()}),
-        settings=dict(data["settings"]),
-        notes=[str(note) for note in data["notes"]],
-        doses=doses_from(data.get("doses")),
-    )
-
-
-def check_version(data: dict[str, Any]) -> None:
-    """Refuse JSON that is not a PopulationFit document of a version this cartpk reads."""
-    if data.get("format") != FORMAT:
-        raise ValueError(f"JSON format {data.get('format')!r}: expected {FORMAT!r}")
-    version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(
-            f"{FORMAT} format version {version!r}: this cartpk ({cartpk_version()}) reads "
-            f"versions up to {FORMAT_VERSION}"
-        )
-
-
-def floats(mapping: dict[str, Any]) -> dict[str, float]:
-    return {str(k): number(v) for k, v in mapping.items()}
-
-
-def matrix(rows: list[list[Any]], columns: int) -> np.ndarray:
-    """A float matrix (k, columns) from nested JSON lists (None is NaN, "inf" infinity)."""
-    values = [[number(v) for v in row] for row in rows]
-    return np.array(values, dtype=float).reshape(len(values), columns)
-
-
-def observations_from(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The observation frame with the column types a fit gives it."""
-    column = {name: [r[name] for r in records] for name in OBSERVATION_COLUMNS}
-    return pd.DataFrame(
-        {
-            "ID": np.array(column["ID"], dtype=object),
-            "TIME": np.array([number(v) for v in column["TIME"]]),
-            "DV": np.array([number(v) for v in column["DV"]]),
-            "CENS": np.array(column["CENS"], dtype=np.int64),
-            "LLOQ": np.array([number(v) for v in column["LLOQ"]]),
-            "ANALYTE": np.array(column["ANALYTE"], dtype=str),
-        }
-    )
-
-
-def doses_from(records: list[dict[str, Any]] | None) -> pd.DataFrame | None:
-    if records is None:
-        return None
-    return pd.DataFrame(
-        {
-            "ID": np.array([r["ID"] for r in records], dtype=object),
-            "TIME": np.array([number(r["TIME"]) for r in records]),
-            "AMT": np.array([number(r["AMT"]) for r in records]),
-        }
-    )

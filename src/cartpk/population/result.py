@@ -1,7 +1,11 @@
-"""What a population fit returns: :class:`PopulationFit` (estimates, SEs, individuals)."""
+"""What a population fit returns: :class:`PopulationFit` (estimates, SEs, individuals), its
+summary text and its JSON (with the helpers :mod:`cartpk.reports` shares with
+:class:`cartpk.FitResult`). Predictions, NPDE, VPC and figures are in :mod:`.diagnostics`.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import TYPE_CHECKING, Any
@@ -10,11 +14,27 @@ import numpy as np
 import pandas as pd
 
 from ..model import Model
-from ..scales import delta_se, to_natural
+from ..reports import (
+    cartpk_version,
+    check_format,
+    estimate_row,
+    floats,
+    matrix,
+    model_from,
+    model_reference,
+    number,
+    parse_json,
+    plain,
+)
+from ..scales import to_natural
 from . import diagnostics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+FORMAT = "cartpk.PopulationFit"
+FORMAT_VERSION = 2  # 2: the model's TOML text is stored with the fit
+OBSERVATION_COLUMNS = ("ID", "TIME", "DV", "CENS", "LLOQ", "ANALYTE")
 
 
 @dataclass
@@ -85,20 +105,9 @@ class PopulationFit:
         return float(np.sqrt(self.covariance[k, k]))
 
     def _row(self, name: str, label: str, x: float, scale: str, lo: float, hi: float, unit: str):
-        sd = self._sd(label)
         value = float(to_natural(x, scale, lo, hi))
-        ci = to_natural(np.array([x - 1.96 * sd, x + 1.96 * sd]), scale, lo, hi)
-        se = delta_se(x, sd, scale, lo, hi)
-        return {
-            "parameter": name,
-            "estimate": value,
-            "se": se,
-            "rse_pct": 100 * se / abs(value) if value else np.nan,
-            "ci95_low": ci[0],
-            "ci95_high": ci[1],
-            "unit": unit,
-            "fixed": label not in self.theta_names,
-        }
+        row = estimate_row(name, value, x, self._sd(label), scale, lo, hi, unit)
+        return {**row, "fixed": label not in self.theta_names}
 
     @property
     def fixed_effects(self) -> pd.DataFrame:
@@ -227,7 +236,7 @@ class PopulationFit:
             covariate_effects=effects,
         )
 
-    # --- diagnostics (population_diagnostics.py) -------------------------------------------
+    # --- diagnostics (diagnostics.py) -------------------------------------------------
 
     def predictions(self, n_sim: int = 1000, seed: int = 1) -> pd.DataFrame:
         """Population and individual predictions, IWRES and NPDE, one row per observation.
@@ -303,7 +312,7 @@ class PopulationFit:
     def summary(self) -> str:
         """A printable report: design, fixed effects, Omega (with shrinkage), residual error,
         OFV/AIC/BIC and every problem noted during the fit."""
-        return diagnostics.summary(self)
+        return summary_text(self)
 
     def __repr__(self) -> str:
         return self.summary()
@@ -312,25 +321,165 @@ class PopulationFit:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain JSON-ready values (see :meth:`to_json`)."""
-        return diagnostics.to_dict(self)
+        return fit_to_dict(self)
 
     def to_json(self) -> str:
         """The fit as JSON text; :meth:`from_json` reads it back.
 
         Arrays are nested lists, tables records; the model is stored itself (its file's
         TOML text and SHA-256, with its name and, if not built in, its path): reading back
-        rebuilds that model and warns (:class:`cartpk.fit_result.ModelChangedWarning`) if
+        rebuilds that model and warns (:class:`cartpk.reports.ModelChangedWarning`) if
         the file has changed or gone since. Subject IDs keep their int or str type. A
         format version and the cartpk version are included.
         """
-        return diagnostics.to_json(self)
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PopulationFit:
         """Rebuild a fit from :meth:`to_dict` output."""
-        return diagnostics.from_dict(cls, data)
+        return fit_from_dict(cls, data)
 
     @classmethod
     def from_json(cls, text: str) -> PopulationFit:
         """Read a fit written by :meth:`to_json`."""
-        return diagnostics.from_json(cls, text)
+        return fit_from_dict(cls, parse_json(text, "PopulationFit"))
+
+
+# --- summary text ------------------------------------------------------------------------------
+
+
+def summary_text(fit: PopulationFit) -> str:
+    """A printable report: design, the three tables, OFV/AIC/BIC, shrinkage, problems."""
+    obs = fit.observations
+    covariates = ", ".join(c["label"] for c in fit.covariate_model) or "none"
+    n_iter = fit.settings.get("n_iter", ["?", "?"])
+    lines = [
+        f"Population fit of {fit.model.name} (SAEM): {len(fit.ids)} subjects, "
+        f"{fit.n_obs} observations ({int(obs['CENS'].sum())} below LLOQ)",
+        f"random effects: {', '.join(fit.random) or 'none'} ({fit.omega_kind} Omega); "
+        f"covariate effects: {covariates}",
+        f"iterations: {n_iter[0]} exploration + {n_iter[1]} smoothing; seed "
+        f"{fit.settings.get('seed')}; importance sampling {fit.settings.get('n_is')} draws",
+        "",
+        "Fixed effects",
+        table_text(fit.fixed_effects),
+        "",
+        "Between-subject SD (estimation scale), with shrinkage",
+        table_text(fit.omega_table),
+        "",
+        "Residual error",
+        table_text(fit.sigma),
+        "",
+        f"-2LL (OFV) {fit.ofv:.3f} (Monte Carlo SE {fit.ofv_se:.3f}); AIC {fit.aic:.3f}; "
+        f"BIC {fit.bic:.3f}; {fit.n_parameters} estimated parameters",
+    ]
+    if fit.covariance is None:
+        lines.append("standard errors: NOT AVAILABLE (see problems)")
+    problems = [f"  - {note}" for note in fit.notes] or ["  none reported"]
+    return "\n".join([*lines, "", "Problems:", *problems])
+
+
+def table_text(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "  (none)"
+    return table.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="-")
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def fit_to_dict(fit: PopulationFit) -> dict[str, Any]:
+    """Every field of a PopulationFit as plain JSON-ready values."""
+    doses = fit.doses
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "cartpk_version": cartpk_version(),
+        "model": model_reference(fit.model),
+        "ids": plain(list(fit.ids)),
+        "random": plain(fit.random),
+        "estimated": plain(fit.estimated),
+        "covariate_model": plain(fit.covariate_model),
+        "errors": plain(fit.errors),
+        "omega_kind": str(fit.omega_kind),
+        "mu": plain(fit.mu),
+        "theta": plain(fit.theta),
+        "omega": plain(fit.omega),
+        "sigma_values": plain(fit.sigma_values),
+        "theta_names": plain(fit.theta_names),
+        "covariance": plain(fit.covariance),
+        "ofv": plain(fit.ofv),
+        "ofv_se": plain(fit.ofv_se),
+        "n_obs": int(fit.n_obs),
+        "phi_mode": plain(fit.phi_mode),
+        "phi_mean": plain(fit.phi_mean),
+        "covariates": plain(fit.covariates),
+        "design": plain(fit.design),
+        "observations": plain(fit.observations[list(OBSERVATION_COLUMNS)].to_dict("records")),
+        "history": plain(fit.history.to_dict("list")),
+        "settings": plain(fit.settings),
+        "notes": [str(note) for note in fit.notes],
+        "doses": None if doses is None else plain(doses[["ID", "TIME", "AMT"]].to_dict("records")),
+    }
+
+
+def fit_from_dict(cls: type, data: dict[str, Any]) -> PopulationFit:
+    """A ``cls`` (PopulationFit) from :func:`fit_to_dict` output."""
+    check_format(data, FORMAT, FORMAT_VERSION)
+    model = model_from(data["model"], {})
+    n_par = len(model.param_names)
+    covariance = data["covariance"]
+    return cls(
+        model=model,
+        ids=list(data["ids"]),
+        random=list(data["random"]),
+        estimated=list(data["estimated"]),
+        covariate_model=[dict(c) for c in data["covariate_model"]],
+        errors={a: (str(kind), floats(fixed)) for a, (kind, fixed) in data["errors"].items()},
+        omega_kind=str(data["omega_kind"]),
+        mu=floats(data["mu"]),
+        theta=floats(data["theta"]),
+        omega=matrix(data["omega"], len(data["random"])),
+        sigma_values={a: floats(v) for a, v in data["sigma_values"].items()},
+        theta_names=list(data["theta_names"]),
+        covariance=None if covariance is None else matrix(covariance, len(data["theta_names"])),
+        ofv=number(data["ofv"]),
+        ofv_se=number(data["ofv_se"]),
+        n_obs=int(data["n_obs"]),
+        phi_mode=matrix(data["phi_mode"], n_par),
+        phi_mean=matrix(data["phi_mean"], n_par),
+        covariates=matrix(data["covariates"], len(model.covariate_names)),
+        design=matrix(data["design"], n_par),
+        observations=observations_from(data["observations"]),
+        history=pd.DataFrame({k: [number(v) for v in col] for k, col in data["history"].items()}),
+        settings=dict(data["settings"]),
+        notes=[str(note) for note in data["notes"]],
+        doses=doses_from(data.get("doses")),
+    )
+
+
+def observations_from(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The observation frame with the column types a fit gives it."""
+    column = {name: [r[name] for r in records] for name in OBSERVATION_COLUMNS}
+    return pd.DataFrame(
+        {
+            "ID": np.array(column["ID"], dtype=object),
+            "TIME": np.array([number(v) for v in column["TIME"]]),
+            "DV": np.array([number(v) for v in column["DV"]]),
+            "CENS": np.array(column["CENS"], dtype=np.int64),
+            "LLOQ": np.array([number(v) for v in column["LLOQ"]]),
+            "ANALYTE": np.array(column["ANALYTE"], dtype=str),
+        }
+    )
+
+
+def doses_from(records: list[dict[str, Any]] | None) -> pd.DataFrame | None:
+    if records is None:
+        return None
+    return pd.DataFrame(
+        {
+            "ID": np.array([r["ID"] for r in records], dtype=object),
+            "TIME": np.array([number(r["TIME"]) for r in records]),
+            "AMT": np.array([number(r["AMT"]) for r in records]),
+        }
+    )
