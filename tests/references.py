@@ -32,34 +32,32 @@ def stein_level(t, C0, rho, tmax, Fb, alpha, beta):
     return peak * ((1 - Fb) * np.exp(-alpha * after) + Fb * np.exp(-beta * after))
 
 
-def stein_auc(a: float, b: float, C0, rho, tmax, Fb, alpha, beta) -> float:
+def stein_auc(a, b, C0, rho, tmax, Fb, alpha, beta):
     """Integral of :func:`stein_level` over [a, b] (copies/µg × day), by hand, piece by piece.
 
     Before tmax: C0 e^(rho t) integrates to C0 (e^(rho b') - e^(rho a')) / rho on
     [a', b'] = [a, b] ∩ [0, tmax]. After tmax, with the peak P = C0 e^(rho tmax) and
     s = t - tmax: P (1 - Fb) (e^(-alpha s_a) - e^(-alpha s_b)) / alpha + P Fb (e^(-beta s_a)
     - e^(-beta s_b)) / beta on [s_a, s_b] = [a, b] ∩ [tmax, inf) shifted by tmax.
-    Scalars only.
+    A piece of zero length adds exactly 0. 0 <= a <= b; every argument may be a numpy
+    array (or scalar); they broadcast together.
     """
-    total = 0.0
-    lo, hi = a, min(b, tmax)
-    if hi > lo:
-        total += C0 * (np.exp(rho * hi) - np.exp(rho * lo)) / rho
-    lo, hi = max(a, tmax) - tmax, b - tmax
-    if hi > lo:
-        peak = C0 * np.exp(rho * tmax)
-        total += peak * (1 - Fb) * (np.exp(-alpha * lo) - np.exp(-alpha * hi)) / alpha
-        total += peak * Fb * (np.exp(-beta * lo) - np.exp(-beta * hi)) / beta
-    return total
+    lo, hi = np.minimum(a, tmax), np.minimum(b, tmax)
+    rise = np.where(hi > lo, C0 * (np.exp(rho * hi) - np.exp(rho * lo)) / rho, 0.0)
+    lo, hi = np.maximum(np.subtract(a, tmax), 0.0), np.maximum(np.subtract(b, tmax), 0.0)
+    peak = C0 * np.exp(rho * tmax)
+    effector = (1 - Fb) * (np.exp(-alpha * lo) - np.exp(-alpha * hi)) / alpha
+    memory = Fb * (np.exp(-beta * lo) - np.exp(-beta * hi)) / beta
+    return rise + np.where(hi > lo, peak * (effector + memory), 0.0)
 
 
-def stein_exposure(end: float, C0, rho, tmax, Fb, alpha, beta) -> tuple[float, float, float]:
+def stein_exposure(end, C0, rho, tmax, Fb, alpha, beta):
     """Cmax (copies/µg), Tmax (day) and AUC(0, end) (copies/µg × day) of :func:`stein_level`.
 
     The level rises until tmax and falls after it, so the peak is at min(tmax, end), where
-    it is C0 e^(rho min(tmax, end)). Scalars only.
+    it is C0 e^(rho min(tmax, end)). The arguments broadcast as in :func:`stein_auc`.
     """
-    peak_time = min(tmax, end)
+    peak_time = np.minimum(tmax, end)
     return (
         C0 * np.exp(rho * peak_time),
         peak_time,
