@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from references import stein_auc, stein_level
 from scipy.integrate import solve_ivp
 from scipy.optimize import minimize_scalar
 
@@ -31,32 +32,6 @@ y = "0 * y"
 [outputs.Y]
 expression = "y"
 """
-
-
-def stein_level(t: float, C0, rho, tmax, Fb, alpha, beta) -> float:
-    after = max(t - tmax, 0.0)
-    decay = (1 - Fb) * np.exp(-alpha * after) + Fb * np.exp(-beta * after)
-    return C0 * np.exp(rho * min(t, tmax)) * decay
-
-
-def stein_auc(a: float, b: float, C0, rho, tmax, Fb, alpha, beta) -> float:
-    """Integral of the closed form over [a, b], worked out by hand piece by piece.
-
-    Before tmax: C0 e^(rho t) integrates to C0 (e^(rho b') - e^(rho a')) / rho on
-    [a', b'] = [a, b] ∩ [0, tmax]. After tmax, with the peak P = C0 e^(rho tmax) and
-    s = t - tmax: P (1 - Fb) (e^(-alpha s_a) - e^(-alpha s_b)) / alpha + P Fb (e^(-beta s_a)
-    - e^(-beta s_b)) / beta on [s_a, s_b] = [a, b] ∩ [tmax, inf) shifted by tmax.
-    """
-    total = 0.0
-    lo, hi = a, min(b, tmax)
-    if hi > lo:
-        total += C0 * (np.exp(rho * hi) - np.exp(rho * lo)) / rho
-    lo, hi = max(a, tmax) - tmax, b - tmax
-    if hi > lo:
-        peak = C0 * np.exp(rho * tmax)
-        total += peak * (1 - Fb) * (np.exp(-alpha * lo) - np.exp(-alpha * hi)) / alpha
-        total += peak * Fb * (np.exp(-beta * lo) - np.exp(-beta * hi)) / beta
-    return total
 
 
 SUBJECTS = pd.DataFrame(

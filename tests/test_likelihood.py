@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from references import stein_level
 from scipy import stats
 
 from cartpk.data import read_dataset
@@ -50,12 +51,6 @@ def test_prior_penalty_by_hand() -> None:
     assert got == pytest.approx(4.0 + 4.0)
 
 
-def _stein(t: np.ndarray, c0, rho, tmax, fb, alpha, beta) -> np.ndarray:
-    after = np.maximum(t - tmax, 0.0)
-    peak = c0 * np.exp(rho * np.minimum(t, tmax))
-    return peak * ((1 - fb) * np.exp(-alpha * after) + fb * np.exp(-beta * after))
-
-
 @pytest.mark.parametrize(
     ("kind", "code", "ea", "eb"),
     [("log", 0, 0.3, 0.0), ("proportional", 1, 0.0, 0.25), ("combined", 3, 40.0, 0.2)],
@@ -65,7 +60,7 @@ def test_numba_likelihood_kernel_against_scipy(stein, kind, code, ea, eb) -> Non
     closed-form predictions, with two censored points (M3)."""
     truth = (6.0, 0.85, 10.0, 0.01, 0.2, 0.004)
     t = np.array([0.0, 1, 4, 7, 10, 14, 21, 28, 60, 90])
-    f = _stein(t, *truth)
+    f = stein_level(t, *truth)
     dv = f * np.exp(np.random.default_rng(3).normal(0, 0.3, t.size))
     cens = (t >= 60).astype(np.int64)
     lloq = np.full(t.size, 2.0 * f[-1])
@@ -97,7 +92,7 @@ def test_far_tail_of_the_m3_term(stein) -> None:
     p = stein.pack({})[0]
     f = stein.kernels.m2ll_one
     for z in (-5.0, -25.0, -40.0):
-        pred = _stein(t, 6.1538461538, 0.8891109497, 9.3, 0.0079, 0.16, 0.0032)
+        pred = stein_level(t, 6.1538461538, 0.8891109497, 9.3, 0.0079, 0.16, 0.0032)
         lloq = pred * np.exp(z * 0.1)
         args = (
             p, t, np.zeros(1, dtype=np.int64), lloq, np.ones(1, dtype=np.int64), lloq,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from references import stein_level
 from scipy.integrate import solve_ivp
 
 from cartpk.errors import DataError, SolverError
@@ -103,16 +104,9 @@ def typical(model: Model) -> dict[str, float]:
     return {name: par.value for name, par in model.parameters.items()}
 
 
-def stein_closed_form(t: np.ndarray, C0, rho, tmax, Fb, alpha, beta) -> np.ndarray:
-    """DESIGN.md: C0 e^(rho min(t,tmax)) [(1-Fb) e^(-alpha (t-tmax)+) + Fb e^(-beta (t-tmax)+)]."""
-    after = np.maximum(t - tmax, 0.0)
-    decay = (1.0 - Fb) * np.exp(-alpha * after) + Fb * np.exp(-beta * after)
-    return C0 * np.exp(rho * np.minimum(t, tmax)) * decay
-
-
 def stein_response(t: np.ndarray, t_dose: float, amount: float, par: dict) -> np.ndarray:
     """CART from an amount added to E at t_dose (0 before it): the system is linear."""
-    shifted = stein_closed_form(
+    shifted = stein_level(
         np.maximum(t - t_dose, 0.0),
         amount,
         par["rho"],
@@ -155,7 +149,7 @@ def test_stein_matches_closed_form(stein: Model, method: str) -> None:
     frame = simulate(stein, subjects, times, method=method, rtol=1e-8, atol=1e-12)
     for _, row in subjects.iterrows():
         got = frame[frame["ID"] == row["ID"]]
-        expected = stein_closed_form(got["TIME"].to_numpy(), *row[list(STEIN_PARAMS)])
+        expected = stein_level(got["TIME"].to_numpy(), *row[list(STEIN_PARAMS)])
         assert rel_err(got["CART"].to_numpy(), expected) <= 1e-6
         assert got["TIME"].is_monotonic_increasing
 
@@ -400,7 +394,7 @@ def test_on_failure_nan_keeps_the_other_subjects(stein: Model) -> None:
     assert 0 < sol.fail_time[1] < STEIN_TMAX and np.isnan(sol.fail_time[[0, 2]]).all()
     assert np.isnan(sol.values[3:6]).all() and np.isfinite(sol.values[[0, 1, 2, 6, 7, 8]]).all()
     par = typical(stein) | {"rho": 0.1}
-    expected = stein_closed_form(times, *(par[k] for k in STEIN_PARAMS))
+    expected = stein_level(times, *(par[k] for k in STEIN_PARAMS))
     np.testing.assert_allclose(sol.values[:3, 0], expected, rtol=1e-5)
     assert sol.ok.tolist() == [True, False, True]
 
