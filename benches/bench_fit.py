@@ -31,6 +31,7 @@ import os
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import lmfit
 import numpy as np
@@ -41,6 +42,10 @@ from stein_scipy import stein_level
 
 import cartpk
 from cartpk.model import Model, load_model
+
+# tests/references.py: the ck_stein closed form the tests check against, shared here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import references  # noqa: E402
 
 DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)
 TRUTH = {"C0": 3.0, "rho": 0.8, "tmax": 12.0, "Fb": 0.015, "alpha": 0.18, "beta": 0.005}
@@ -57,17 +62,11 @@ FAILED = 1e12
 LOG_PEAK_LIMIT = float(np.log(1e150))
 
 
-def stein(t: np.ndarray, c0, rho, tmax, fb, alpha, beta) -> np.ndarray:
-    """Closed form of ck_stein (DESIGN.md), copies/µg."""
-    after = np.maximum(t - tmax, 0.0)
-    peak = c0 * np.exp(rho * np.minimum(t, tmax))
-    return peak * ((1 - fb) * np.exp(-alpha * after) + fb * np.exp(-beta * after))
-
-
 def dataset(seed: int) -> pd.DataFrame:
     """One subject: ID, TIME (day), DV (copies/µg)."""
     rng = np.random.default_rng(seed)
-    dv = stein(DAYS, *TRUTH.values()) * np.exp(rng.normal(0.0, NOISE_SD, DAYS.size))
+    level = references.stein_level(DAYS, *TRUTH.values())
+    dv = level * np.exp(rng.normal(0.0, NOISE_SD, DAYS.size))
     return pd.DataFrame({"ID": 1, "TIME": DAYS, "DV": dv})
 
 
@@ -191,7 +190,7 @@ def closed_form_optimum(model: Model, data: pd.DataFrame) -> float:
     def m2ll(x: np.ndarray) -> float:
         p = natural(model, dict(zip(names, x, strict=True)))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            log_pred = np.log(stein(DAYS, *(p[n] for n in KINETIC)))
+            log_pred = np.log(references.stein_level(DAYS, *(p[n] for n in KINETIC)))
         if not np.all(np.isfinite(log_pred)):
             return np.inf
         z = (log_dv - log_pred) / p["sigma"]

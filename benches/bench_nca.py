@@ -20,6 +20,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -28,6 +29,10 @@ from fresh_process import first_call_seconds
 
 from cartpk.data import as_dataset
 from cartpk.nca import nca
+
+# tests/references.py: the ck_stein closed form the tests check against, shared here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import references  # noqa: E402
 
 DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 56, 90, 180, 270, 365], dtype=float)
 LLOQ = 5.0
@@ -47,12 +52,9 @@ def trial(n_subjects: int, seed: int) -> pd.DataFrame:
     fold, tmax = typical(3900.0, 0.5), typical(9.3, 0.3)
     fb, alpha, beta = typical(0.0079, 0.8), typical(0.16, 0.4), typical(0.0032, 0.5)
     rho = np.log(fold) / tmax
-    t = DAYS[None, :]
-    after = np.maximum(t - tmax[:, None], 0.0)
-    peak = (cmax / fold)[:, None] * np.exp(rho[:, None] * np.minimum(t, tmax[:, None]))
-    decline = (1 - fb[:, None]) * np.exp(-alpha[:, None] * after)
-    decline += fb[:, None] * np.exp(-beta[:, None] * after)
-    conc = peak * decline * np.exp(rng.normal(0.0, 0.3, peak.shape))
+    column = [x[:, None] for x in (cmax / fold, rho, tmax, fb, alpha, beta)]
+    level = references.stein_level(DAYS[None, :], *column)
+    conc = level * np.exp(rng.normal(0.0, 0.3, level.shape))
     cens = conc < LLOQ
     return pd.DataFrame(
         {

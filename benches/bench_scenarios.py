@@ -59,6 +59,10 @@ from stein_scipy import stein_rhs
 from cartpk.model import Model, load_model
 from cartpk.scenarios import scenarios
 
+# tests/references.py: the ck_stein closed form the tests check against, shared here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import references  # noqa: E402
+
 DOSES = (1e6, 2e6, 3e6)
 OMEGA = {"C0": 0.5, "rho": 0.15, "tmax": 0.2, "Fb": 0.5, "alpha": 0.3, "beta": 0.3}
 RTOL, ATOL = 1e-8, 1e-10
@@ -145,14 +149,8 @@ def scipy_loop(rows: list[dict]) -> np.ndarray:
 def closed_form(p: dict) -> tuple[float, float, float]:
     """Cmax, Tmax, AUC0-28 of the ck_stein closed form (peak at min(tmax, 28))."""
     f = p["C0"] * (p["DOSE"] / 1e6) ** p["dose_exp"]
-    peak_time = min(p["tmax"], 28.0)
-    cmax = f * np.exp(p["rho"] * peak_time)
-    auc = f * (np.exp(p["rho"] * peak_time) - 1.0) / p["rho"]
-    s = 28.0 - p["tmax"]
-    if s > 0:
-        auc += cmax * (1 - p["Fb"]) * (1 - np.exp(-p["alpha"] * s)) / p["alpha"]
-        auc += cmax * p["Fb"] * (1 - np.exp(-p["beta"] * s)) / p["beta"]
-    return cmax, peak_time, auc
+    kinetics = (p["rho"], p["tmax"], p["Fb"], p["alpha"], p["beta"])
+    return references.stein_exposure(28.0, f, *kinetics)
 
 
 def patient_rows(table, per_dose: int) -> list[dict]:
