@@ -134,7 +134,7 @@ def pack_observations(
     observations of ``analytes`` only (None: every analyte; see :func:`choose_analytes`)."""
     chosen = choose_analytes(ds, analytes)
     ds.require_analytes(model.outputs, chosen)
-    subjects = Subjects(ds, ids)
+    subjects = SubjectRows(ds, ids)
     time = ds.column("TIME")
     mine = ds.observed() & (subjects.code >= 0)
     if analytes is not None:
@@ -178,7 +178,7 @@ def pack_observations(
     )
 
 
-class Subjects:
+class SubjectRows:
     """Where the subjects ``ids`` (in that order, each once) are in a dataset's rows.
 
     Attributes:
@@ -219,7 +219,7 @@ class Subjects:
         return selected, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def baseline_notes(ds: Dataset, names: Sequence[str], subjects: Subjects) -> list[str]:
+def baseline_notes(ds: Dataset, names: Sequence[str], subjects: SubjectRows) -> list[str]:
     """Notes for the covariates in ``names`` that change over time within a subject: the
     fits use each subject's baseline (its first non-missing value in time)."""
     notes = []
@@ -246,7 +246,7 @@ def baseline_notes(ds: Dataset, names: Sequence[str], subjects: Subjects) -> lis
     return notes
 
 
-def derived_dose(ds: Dataset, subjects: Subjects) -> np.ndarray | None:
+def derived_dose(ds: Dataset, subjects: SubjectRows) -> np.ndarray | None:
     """Per subject, the AMT infused at TIME 0 (the DOSE covariate a data set without a DOSE
     column implies), NaN for a subject without a dose record; None when the data have no
     dose record at TIME 0."""
@@ -256,7 +256,7 @@ def derived_dose(ds: Dataset, subjects: Subjects) -> np.ndarray | None:
     return subjects.sums(ds.column("AMT"), at_zero)
 
 
-def subject_covariate_matrix(ds: Dataset, model: Model, subjects: Subjects) -> np.ndarray:
+def subject_covariate_matrix(ds: Dataset, model: Model, subjects: SubjectRows) -> np.ndarray:
     """(n, n_cov) covariates: the data's baseline value, else (DOSE) the AMT given at TIME 0.
 
     A model covariate the data do not have takes the model's reference value.
@@ -279,7 +279,7 @@ def subject_covariate_matrix(ds: Dataset, model: Model, subjects: Subjects) -> n
 
 
 def reinfusions(
-    ds: Dataset, model: Model, subjects: Subjects
+    ds: Dataset, model: Model, subjects: SubjectRows
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dose records after TIME 0 as ragged arrays (time, amount, offsets) over the subjects."""
     later = (ds.column("EVID") == 1) & (ds.column("TIME") > 0)

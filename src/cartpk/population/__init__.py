@@ -1,18 +1,23 @@
 """Population fits: SAEM estimation of typical values, IIV and residual error, and their result.
 
-* :mod:`.saem` — the design matrix and the SAEM iterations (:class:`Saem`).
+* :mod:`.design` — the request checked against model and data; the covariate design matrix.
+* :mod:`.saem` — the SAEM iterations (:class:`Saem`) and :func:`fit_population`.
 * :mod:`.after` — post-fit steps: conditional modes, importance-sampling OFV, Fisher SEs.
-* :mod:`.result` — :class:`PopulationFit`, the fitted estimates and what they are used for.
-* :mod:`.diagnostics` — predictions, NPDE, VPC, plots, summary and JSON of a fit.
+* :mod:`.result` — :class:`PopulationFit`: tables, individuals, summary text and JSON.
+* :mod:`.diagnostics` — predictions, NPDE, VPC and goodness-of-fit figures of a fit.
 """
 
-from .after import OMEGA_FLOOR
+from .after import COLLAPSED, OMEGA_FLOOR
+from .design import CovariateColumn, Design, build_design
 from .result import PopulationFit
-from .saem import PSEUDO_END, Saem, build_design, fit_population, floored
+from .saem import PSEUDO_END, Saem, fit_population, floored
 
 __all__ = [
+    "COLLAPSED",
     "OMEGA_FLOOR",
     "PSEUDO_END",
+    "CovariateColumn",
+    "Design",
     "PopulationFit",
     "Saem",
     "build_design",
