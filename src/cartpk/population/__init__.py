@@ -2,7 +2,9 @@
 
 * :mod:`.design` — the request checked against model and data; the covariate design matrix.
 * :mod:`.saem` — the SAEM iterations (:class:`Saem`) and :func:`fit_population`.
-* :mod:`.after` — post-fit steps: conditional modes, importance-sampling OFV, Fisher SEs.
+* :mod:`.state` — the finished run, frozen (:class:`SaemState`), for the post-fit steps.
+* :mod:`.after` — post-fit steps on that state: conditional modes, importance-sampling OFV,
+  Fisher SEs.
 * :mod:`.result` — :class:`PopulationFit`: tables, individuals, summary text and JSON.
 * :mod:`.diagnostics` — predictions, NPDE, VPC and goodness-of-fit figures of a fit.
 """
@@ -11,6 +13,7 @@ from .after import COLLAPSED, OMEGA_FLOOR
 from .design import CovariateColumn, Design, build_design
 from .result import PopulationFit
 from .saem import PSEUDO_END, Saem, fit_population, floored
+from .state import SaemState
 
 __all__ = [
     "COLLAPSED",
@@ -20,6 +23,7 @@ __all__ = [
     "Design",
     "PopulationFit",
     "Saem",
+    "SaemState",
     "build_design",
     "fit_population",
     "floored",

@@ -7,12 +7,13 @@
 * Standard errors: the Fisher information of the model linearised around the conditional
   modes (Monolix's "linearization" method): y_i ≈ N(f_i + J_i(m_i(θ) − φ̂_i),
   J_i Ω J_i' + Σ_i) on the error model's scale, quantified observations only.
+
+Each step takes the finished run as a frozen :class:`SaemState`, never the live ``Saem``.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -25,44 +26,21 @@ from ..individual.fit import fit
 from ..scales import to_natural
 from ..solve import solve_batch
 from .result import PopulationFit
+from .state import SaemState
 
 #: Smallest between-subject SD (estimation scale) SAEM lets an omega reach.
 OMEGA_FLOOR = 1e-3
 #: An SD below this at the end is reported as collapsed (fixed, no SE).
 COLLAPSED = 1e-2
-
-
-class Saem(Protocol):
-    """What the post-fit steps read of a finished SAEM run (``cartpk.population.Saem``):
-    the design ``d``, the solver settings, the estimates (``mu``, ``theta``, ``omega``,
-    ``error``), the smoothed individual statistics and the iteration history."""
-
-    d: Any
-    solver: np.ndarray
-    n_explore: int
-    mu: np.ndarray
-    mu_bounds: np.ndarray
-    theta: np.ndarray
-    omega: np.ndarray
-    error: dict[str, Any]
-    kind: np.ndarray
-    s_phi: np.ndarray
-    s_phi_sq: np.ndarray
-    history: list[dict[str, float]]
-
-    def observation_args(self) -> tuple: ...
-
-    def natural_rows(self, phi: np.ndarray, covariates: np.ndarray) -> np.ndarray: ...
-
-
 IS_DF = 5
 IS_CHUNK = 20_000
 AT_BOUND = 0.02  # a typical value this close to a bound (estimation scale) is said to be at it
 
 
-def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
-    """Everything a PopulationFit holds, from the final SAEM state."""
-    d = run.d
+def finish(run: SaemState, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
+    """Everything a PopulationFit holds, from the finished SAEM run (frozen): the steps below
+    are called in turn on that state."""
+    d = run.design
     notes: list[str] = list(d.notes)
     notes += collapsed_notes(run) + bound_notes(run)
     design = d.mean(run.mu, run.theta)
@@ -138,22 +116,22 @@ def finish(run: Saem, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
     )
 
 
-def collapsed(run: Saem) -> list[int]:
+def collapsed(run: SaemState) -> list[int]:
     """Indices (model parameter order) of random effects whose SD ended below
     ``COLLAPSED``: the data do not determine them; they are reported without an SE."""
     sd = np.sqrt(np.diag(run.omega))
     return [
         j
-        for j, name in enumerate(run.d.model.param_names)
-        if name in run.d.random and sd[j] < COLLAPSED
+        for j, name in enumerate(run.design.model.param_names)
+        if name in run.design.random and sd[j] < COLLAPSED
     ]
 
 
-def collapsed_notes(run: Saem) -> list[str]:
+def collapsed_notes(run: SaemState) -> list[str]:
     """One note per collapsed between-subject SD (see :func:`collapsed`)."""
     notes = []
     for j in collapsed(run):
-        name = run.d.model.param_names[j]
+        name = run.design.model.param_names[j]
         sd = float(np.sqrt(run.omega[j, j]))
         floor = " (the floor)" if sd <= OMEGA_FLOOR * (1 + 1e-9) else ""
         notes.append(
@@ -164,27 +142,27 @@ def collapsed_notes(run: Saem) -> list[str]:
     return notes
 
 
-def bound_notes(run: Saem) -> list[str]:
+def bound_notes(run: SaemState) -> list[str]:
     """One note per estimated typical value that ended at (within ``AT_BOUND`` on the
     estimation scale of) a bound of the model file, where SAEM holds it."""
     notes = []
-    for j, name in enumerate(run.d.model.param_names):
-        if name not in run.d.estimated:
+    for j, name in enumerate(run.design.model.param_names):
+        if name not in run.design.estimated:
             continue
         low, high = run.mu_bounds[j]
         for edge, word in ((low, "lower"), (high, "upper")):
             if np.isfinite(edge) and abs(run.mu[j] - edge) <= AT_BOUND:
-                p = run.d.model.parameters[name]
+                p = run.design.model.parameters[name]
                 value = p.lower if word == "lower" else p.upper
                 notes.append(
                     f"SAEM: the typical value of {name} is at its {word} bound {value:g} "
-                    f"(model {run.d.model.name}): the data do not determine it; fix it "
+                    f"(model {run.design.model.name}): the data do not determine it; fix it "
                     f"(params={{{name!r}: {{'value': ..., 'vary': False}}}}) or widen the bounds"
                 )
     return notes
 
 
-def drift(run: Saem, names: list[str], covariance: np.ndarray | None) -> list[str]:
+def drift(run: SaemState, names: list[str], covariance: np.ndarray | None) -> list[str]:
     """Parameters whose mean over the last quarter of the exploration phase is more than
     2 SE from the final estimate: the chain had not settled when smoothing began. Typical
     values without a random effect are left out: the smoothing phase optimises them."""
@@ -194,7 +172,7 @@ def drift(run: Saem, names: list[str], covariance: np.ndarray | None) -> list[st
     tail = history.iloc[3 * run.n_explore // 4 : run.n_explore]
     final = history.iloc[-1]
     notes = []
-    smoothed = [f"mu_{n}" for n in run.d.model.param_names if n not in run.d.random]
+    smoothed = [f"mu_{n}" for n in run.design.model.param_names if n not in run.design.random]
     for k, name in enumerate(names):
         if name not in history or name in smoothed:
             continue
@@ -209,10 +187,12 @@ def drift(run: Saem, names: list[str], covariance: np.ndarray | None) -> list[st
     return notes
 
 
-def conditional_modes(run: Saem, ds: Dataset, design: np.ndarray, notes: list[str]) -> np.ndarray:
+def conditional_modes(
+    run: SaemState, ds: Dataset, design: np.ndarray, notes: list[str]
+) -> np.ndarray:
     """MAP individual parameters (estimation scale), each subject fitted with the population
     prior on its random effects and every other parameter fixed at its population value."""
-    d = run.d
+    d = run.design
     model = d.model
     random = [j for j, n in enumerate(model.param_names) if n in d.random]
     sd = np.sqrt(np.diag(run.omega))
@@ -252,10 +232,10 @@ def inside(value: float, p) -> float:
 
 
 def importance_sampling(
-    run: Saem, design: np.ndarray, mean: np.ndarray, sd: np.ndarray, n_is: int, seed: int
+    run: SaemState, design: np.ndarray, mean: np.ndarray, sd: np.ndarray, n_is: int, seed: int
 ) -> tuple[float, float]:
     """−2 log-likelihood by importance sampling and its Monte Carlo SE."""
-    d = run.d
+    d = run.design
     random = np.array([j for j, n in enumerate(d.model.param_names) if n in d.random])
     omega = run.omega[np.ix_(random, random)]
     inv = np.linalg.inv(omega)
@@ -277,12 +257,12 @@ def importance_sampling(
     return float(-2 * log_l.sum()), float(2 * np.sqrt(relative_var.sum()))
 
 
-def data_m2ll(run: Saem, phi: np.ndarray, subject: np.ndarray) -> np.ndarray:
+def data_m2ll(run: SaemState, phi: np.ndarray, subject: np.ndarray) -> np.ndarray:
     """Data −2LL of subject ``subject[r]`` at individual parameters ``phi[r]`` (chunked)."""
     out = np.empty(phi.shape[0])
-    args = run.observation_args()
-    kernels = run.d.model.kernels
-    covariates = run.d.obs.covariates
+    args = run.observation_args
+    kernels = run.design.model.kernels
+    covariates = run.design.obs.covariates
     for lo in range(0, phi.shape[0], IS_CHUNK):
         rows = slice(lo, lo + IS_CHUNK)
         nat = run.natural_rows(phi[rows], covariates[subject[rows]])
@@ -291,10 +271,10 @@ def data_m2ll(run: Saem, phi: np.ndarray, subject: np.ndarray) -> np.ndarray:
 
 
 def fisher_covariance(
-    run: Saem, phi_mode: np.ndarray, notes: list[str]
+    run: SaemState, phi_mode: np.ndarray, notes: list[str]
 ) -> tuple[list[str], np.ndarray | None]:
     """Inverse Fisher information of the linearised model, over the estimated parameters."""
-    d = run.d
+    d = run.design
     names = d.model.param_names
     active = [j for j, n in enumerate(names) if n in d.estimated]
     random = [j for j, n in enumerate(names) if n in d.random]
@@ -345,9 +325,9 @@ def omega_label(names: tuple[str, ...], a: int, b: int) -> str:
     return f"omega2_{names[a]}" if a == b else f"omega_{names[a]},{names[b]}"
 
 
-def linearise(run: Saem, phi: np.ndarray, active: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def linearise(run: SaemState, phi: np.ndarray, active: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Predictions on the error scale at phi and their Jacobian over the active parameters."""
-    d = run.d
+    d = run.design
     n, step = d.n, 1e-4
     points = np.repeat(phi[:, None, :], len(active) + 1, axis=1)
     for k, j in enumerate(active):
@@ -382,15 +362,15 @@ def linearise(run: Saem, phi: np.ndarray, active: list[int]) -> tuple[np.ndarray
     return f, J
 
 
-def error_scale(run: Saem, rows: slice, values: np.ndarray) -> np.ndarray:
+def error_scale(run: SaemState, rows: slice, values: np.ndarray) -> np.ndarray:
     """A subject's predictions of its observed outputs, on the error model's scale."""
-    out = values[np.arange(values.shape[0]), run.d.obs.out[rows]]
+    out = values[np.arange(values.shape[0]), run.design.obs.out[rows]]
     log = run.kind[rows] == 0
     return np.where(log, np.log(np.where(log, out, 1.0)), out)
 
 
 def subject_information(
-    run: Saem,
+    run: SaemState,
     i: int,
     rows: np.ndarray,
     f: np.ndarray,
@@ -401,7 +381,7 @@ def subject_information(
     errors: list[tuple[str, str]],
 ) -> np.ndarray:
     """One subject's Fisher information of the linearised Gaussian model."""
-    d = run.d
+    d = run.design
     pos = {j: k for k, j in enumerate(active)}
     JR = J[:, [pos[j] for j in random]]
     omega = run.omega[np.ix_(random, random)]
@@ -430,12 +410,12 @@ def subject_information(
 
 
 def residual_variance(
-    run: Saem, rows: np.ndarray, f: np.ndarray, errors: list[tuple[str, str]]
+    run: SaemState, rows: np.ndarray, f: np.ndarray, errors: list[tuple[str, str]]
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Residual variances of the rows and their derivatives w.r.t. each log error parameter."""
-    analyte = run.d.obs.analyte[rows]
+    analyte = run.design.obs.analyte[rows]
     variance = np.zeros(rows.size)
-    for name, (kind, _) in run.d.errors.items():
+    for name, (kind, _) in run.design.errors.items():
         e, on = run.error[name], analyte == name
         a2 = e.get("sigma", e.get("a", 0.0)) ** 2
         b2f2 = e.get("b", 0.0) ** 2 * f**2

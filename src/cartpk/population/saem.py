@@ -1,7 +1,8 @@
 """Population fits: nonlinear mixed effects by SAEM (stochastic approximation EM).
 
 :func:`fit_population` checks the request and builds the design (:mod:`.design`), runs the
-iterations of :class:`Saem`, then the post-fit steps (:mod:`.after`).
+iterations of :class:`Saem`, then hands the finished run, frozen (:class:`.state.SaemState`),
+to the post-fit steps (:mod:`.after`).
 
 The statistical model (as in Monolix and saemix). For subject i and model parameter j on its
 estimation scale (log, logit or none):
@@ -64,6 +65,7 @@ from ..solve import check_tolerances, method_code
 from .after import OMEGA_FLOOR, finish
 from .design import Design, build_design
 from .result import PopulationFit
+from .state import SaemState
 
 ANNEAL = 0.95
 TARGET_ACCEPTANCE = 0.4
@@ -419,8 +421,28 @@ class Saem:
             out.update({f"{analyte}_{n}": float(v) for n, v in values.items()})
         return out
 
+    def state(self) -> SaemState:
+        """The finished run, frozen (copies of the estimates and smoothed statistics)."""
+        return SaemState(
+            design=self.d,
+            solver=self.solver.copy(),
+            n_explore=self.n_explore,
+            mu=self.mu.copy(),
+            mu_bounds=self.mu_bounds.copy(),
+            theta=self.theta.copy(),
+            omega=self.omega.copy(),
+            error={a: dict(values) for a, values in self.error.items()},
+            kind=self.kind.copy(),
+            s_phi=self.s_phi.copy(),
+            s_phi_sq=self.s_phi_sq.copy(),
+            history=[dict(row) for row in self.history],
+            observation_args=self.observation_args(),
+            natural_rows=self.natural_rows,
+        )
+
     def result(self, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
-        return finish(self, ds, n_is, seed)
+        """The PopulationFit of the finished run (the post-fit steps on :meth:`state`)."""
+        return finish(self.state(), ds, n_is, seed)
 
 
 def floored(omega: np.ndarray, random: np.ndarray) -> np.ndarray:
