@@ -54,10 +54,10 @@ print(time.perf_counter() - start)
 """
 
 
-def edited_model(name: str, directory: Path) -> str:
+def edited_model(tree: Path, name: str, directory: Path) -> str:
     """A copy of a built-in model file with an edited equation: new code, the same maths
     (``rho * E`` becomes ``rho * E * 1.0``, exact in floating point)."""
-    text = (ROOT / "src" / "cartpk" / "models" / f"{name}.toml").read_text()
+    text = (tree / "src" / "cartpk" / "models" / f"{name}.toml").read_text()
     text = text.replace('E = "rho * E if', 'E = "rho * E * 1.0 if', 1)
     path = directory / f"{name}.toml"
     path.write_text(text)
@@ -85,7 +85,7 @@ def measure(tree: Path, names: list[str]) -> dict[str, tuple[float, float, float
             fresh = run(tree, CALLS[name], env, *names_for)
             edit_dir = top / "edit"
             edit_dir.mkdir()
-            stein, vegf = (edited_model(m, edit_dir) for m in names_for)
+            stein, vegf = (edited_model(tree, m, edit_dir) for m in names_for)
             env_edit = dict(env, CARTPK_CACHE_DIR=str(top / "b"))
             edit = run(tree, CALLS[name], env_edit, stein, vegf)
             warm = run(tree, CALLS[name], env_edit, stein, vegf)
