@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from references import stein_level
 
 from cartpk.errors import FitError
 from cartpk.individual import FitTable, fit, hessian
@@ -13,16 +14,9 @@ DAYS = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float
 TRUTH = {"C0": 6.0, "rho": 0.85, "tmax": 10.0, "Fb": 0.01, "alpha": 0.2, "beta": 0.004}
 
 
-def stein(t: np.ndarray, c0, rho, tmax, fb, alpha, beta) -> np.ndarray:
-    """DESIGN.md closed form of ck_stein (copies/ug)."""
-    after = np.maximum(t - tmax, 0.0)
-    peak = c0 * np.exp(rho * np.minimum(t, tmax))
-    return peak * ((1 - fb) * np.exp(-alpha * after) + fb * np.exp(-beta * after))
-
-
 def profile(noise_sd: float = 0.0, seed: int = 1) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    dv = stein(DAYS, *TRUTH.values()) * np.exp(rng.normal(0, noise_sd, DAYS.size))
+    dv = stein_level(DAYS, *TRUTH.values()) * np.exp(rng.normal(0, noise_sd, DAYS.size))
     return pd.DataFrame({"ID": 1, "TIME": DAYS, "DV": dv})
 
 

@@ -16,11 +16,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from references import stein_level as closed_form
 from scipy.optimize import minimize
 from scipy.special import log_ndtr
 from scipy.stats import t as student_t
 from test_fit import DAYS
-from test_fit import stein as closed_form
 
 from cartpk.individual import FitWarning, fit
 from cartpk.model import Model

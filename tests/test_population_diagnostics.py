@@ -17,6 +17,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from references import stein_exposure
+from references import stein_level as stein
 from scipy import stats
 
 from cartpk.individual import FitWarning
@@ -37,13 +39,6 @@ SIGMA = 0.2
 LLOQ = 20.0
 DOSES = (1e6, 3e6)
 N_SUBJECTS = 20
-
-
-def stein(t, c0, rho, tmax, fb, alpha, beta):
-    """ck_stein level (copies/ug) at times t (days): Stein et al. 2019 closed form."""
-    after = np.maximum(t - tmax, 0.0)
-    peak = c0 * np.exp(rho * np.minimum(t, tmax))
-    return peak * ((1 - fb) * np.exp(-alpha * after) + fb * np.exp(-beta * after))
 
 
 def simulated_trial(seed: int = 2024) -> pd.DataFrame:
@@ -496,12 +491,8 @@ def test_individual_exposure_matches_the_closed_form(fit):
     found = fit.individual
     p = natural(fit, fit.phi_mode)
     c0 = p["C0"] * (fit.covariates[:, 0] / 1e6) ** p["dose_exp"]
-    peak = c0 * np.exp(p["rho"] * p["tmax"])
-    rest = 28 - p["tmax"]
-    auc = c0 * (np.exp(p["rho"] * p["tmax"]) - 1) / p["rho"] + peak * (
-        (1 - p["Fb"]) * (1 - np.exp(-p["alpha"] * rest)) / p["alpha"]
-        + p["Fb"] * (1 - np.exp(-p["beta"] * rest)) / p["beta"]
-    )
+    kinetics = (p["rho"], p["tmax"], p["Fb"], p["alpha"], p["beta"])
+    peak, _, auc = stein_exposure(28.0, c0, *kinetics)
     assert list(found["ID"]) == list(fit.ids)
     np.testing.assert_allclose(found["C0"], p["C0"], rtol=1e-12)
     np.testing.assert_allclose(found["tmax"], p["tmax"], rtol=1e-12)  # the parameter
