@@ -60,7 +60,7 @@ from ..likelihood import (
     m2ll_observed,
 )
 from ..model import Model, load_model
-from ..scales import SCALE_CODES, estimation_bounds
+from ..scales import SCALE_CODES, estimation_bounds, natural_rows
 from ..solve import check_tolerances, method_code
 from .after import OMEGA_FLOOR, finish
 from .design import Design, build_design
@@ -218,10 +218,9 @@ class Saem:
 
     def natural_rows(self, phi: np.ndarray, covariates: np.ndarray) -> np.ndarray:
         """Packed kernel rows for estimation-scale rows phi (k, n_par) and covariates (k, c)."""
-        lower, upper = self.lower, self.upper
-        with np.errstate(over="ignore"):
-            logit = lower + (upper - lower) / (1 + np.exp(-phi))
-            nat = np.where(self.scale == 1, np.exp(phi), np.where(self.scale == 2, logit, phi))
+        nat = natural_rows(np.atleast_2d(phi), self.scale, self.lower, self.upper).reshape(
+            np.shape(phi)
+        )
         return np.ascontiguousarray(np.hstack([nat, covariates]))
 
     def evaluate(self) -> None:
