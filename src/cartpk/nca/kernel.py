@@ -54,6 +54,10 @@ PARAMETERS = (
 ) = range(len(PARAMETERS))
 
 MIN_LAMBDA_Z_POINTS = 3
+#: A fitted terminal decline smaller than this over the fit's span (in log concentration) is
+#: rounding, not a decline: flat or alternating points (2, 1, 2, 1) give a slope of order
+#: 1e-17 whose sign is chance, and a "lambda_z" from it an AUCinf of 1e16.
+LZ_ROUNDOFF = 1e-12
 ADJ_R2_TOLERANCE = 1e-4
 
 # Subject reason bits (kernel -> Python).
@@ -220,7 +224,8 @@ def _fit_lambda_z(ct, cc, lo, m, imax, tlast, fit):
     best_n = -1
     for k in range(MIN_LAMBDA_Z_POINTS, n + 1):
         row = lo + k - 1
-        if fit[row, 1] > 0.0 and fit[row, 0] > best_adj - ADJ_R2_TOLERANCE:
+        declines = fit[row, 1] * (tlast - fit[row, 4]) > LZ_ROUNDOFF
+        if declines and fit[row, 0] > best_adj - ADJ_R2_TOLERANCE:
             best_n = k
     return best_n
 
