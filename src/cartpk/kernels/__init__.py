@@ -53,7 +53,8 @@ class ModelKernels:
     """The kernels bound to one model: each :data:`MODEL_KERNELS` entry as an attribute,
     called without its first two arguments; ``m2ll_predicted`` needs no model.
 
-    ``functions`` is the model's tuple of compiled functions, ``dims`` its sizes (see
+    ``functions`` is the model's tuple of compiled functions (numba cfuncs; the kernels take
+    the int64 array of their addresses, kept as ``functions``), ``dims`` its sizes (see
     :mod:`cartpk.kernels.contract`) and ``path`` the file they were compiled from;
     ``n_states``, ``n_outputs`` and ``n_breaks`` repeat them as ints. The model's own
     functions can be called from Python on float64 arrays with ``initial(p, y0)``,
@@ -64,14 +65,15 @@ class ModelKernels:
     m2ll_predicted = staticmethod(likelihood.m2ll_predicted)
 
     def __init__(self, functions: tuple, dims: np.ndarray, path: str | None = None) -> None:
-        self.functions = functions
+        self.compiled = functions  # the cfuncs: they must live as long as their addresses
+        self.functions = np.array([f.address for f in functions], dtype=np.int64)
         self.path = path
         self.dims = np.ascontiguousarray(dims, dtype=np.int64)
         self.n_states = int(self.dims[N_STATES])
         self.n_outputs = int(self.dims[N_OUTPUTS])
         self.n_breaks = int(self.dims[N_BREAKS])
         for name, kernel in MODEL_KERNELS.items():
-            setattr(self, name, partial(kernel, functions, self.dims))
+            setattr(self, name, partial(kernel, self.functions, self.dims))
 
     def _call(self, slot: int, t: float, amt: float, p, y, out) -> None:
         arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in (p, y)]

@@ -6,9 +6,11 @@ signature, :data:`SIGNATURE`::
 
     f(t, amt, p, y, out) -> None      # t day, amt dose (cells/kg), p, y, out float64 pointers
 
-so that a tuple of them is a numba ``UniTuple`` of one first-class function type: every
-model, however many states it has, reaches the same compiled kernels through function
-pointers. Their jobs, by position in the tuple (:data:`INITIAL` ...):
+and each is compiled as a numba ``cfunc``: the kernels take the addresses of their C
+entry points as an int64 array (``model``) and call them through function pointers of one
+first-class function type, so every model, however many states it has, reaches the same
+compiled kernels, and a call from Python types and passes one small array. Their jobs,
+by position in the array (:data:`INITIAL` ...):
 
 ========== ==============================================================================
 initial    ``out[:n_states]`` = the state at t = 0 from the infusion (``y`` unused)
@@ -33,18 +35,19 @@ import warnings
 
 import numba
 from numba import types
+from numba.core import cgutils
 from numba.core.errors import NumbaExperimentalFeatureWarning
 from numba.extending import intrinsic
 
 #: The numba signature of every model function.
 SIGNATURE = "void(float64, float64, CPointer(float64), CPointer(float64), CPointer(float64))"
 
-#: Positions of the model functions in the tuple the kernels take.
+#: Positions of the model functions in the address array the kernels take.
 INITIAL, RHS, OUTPUTS, BREAKPOINTS, DOSE = 0, 1, 2, 3, 4
 #: Positions in ``dims``.
 N_STATES, N_OUTPUTS, N_BREAKS = 0, 1, 2
 
-# Passing functions as values is a numba feature still labelled experimental; it is the
+# Calling functions as values is a numba feature still labelled experimental; it is the
 # mechanism that keeps the kernels model-independent, so the notice is not for users.
 warnings.filterwarnings("ignore", category=NumbaExperimentalFeatureWarning)
 
@@ -62,10 +65,38 @@ def address(typingctx, array):
     return signature, codegen
 
 
+#: The numba type of a model function.
+FUNCTION = types.FunctionType(
+    types.void(
+        types.float64,
+        types.float64,
+        types.CPointer(types.float64),
+        types.CPointer(types.float64),
+        types.CPointer(types.float64),
+    )
+)
+
+
+@intrinsic
+def function_at(typingctx, where):
+    """The model function whose C entry point is at address ``where`` (an int64)."""
+    if not isinstance(where, types.Integer):
+        raise numba.core.errors.TypingError(f"function_at() needs an integer, got {where}")
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.create_struct_proxy(FUNCTION)(context, builder)
+        fn.c_addr = builder.inttoptr(args[0], cgutils.voidptr_t)
+        fn.py_addr = cgutils.get_null_value(cgutils.voidptr_t)
+        fn.jit_addr = cgutils.get_null_value(cgutils.voidptr_t)
+        return fn._getvalue()
+
+    return FUNCTION(types.int64), codegen
+
+
 @numba.njit(cache=True, error_model="numpy")
 def call(function, t, amt, p, y, out):
-    """Call one model function on arrays (see the table above)."""
-    function(t, amt, address(p), address(y), address(out))
+    """Call one model function, given by the address of its C entry point, on arrays."""
+    function_at(function)(t, amt, address(p), address(y), address(out))
 
 
 @numba.njit(cache=True, error_model="numpy")

@@ -13,7 +13,7 @@ from importlib.metadata import version
 from ..kernels.contract import SIGNATURE
 from .spec import Expression, _Spec
 
-JIT = '@numba.njit(SIGNATURE, cache=True, fastmath=False, error_model="numpy")'
+JIT = '@numba.cfunc(SIGNATURE, cache=True, fastmath=False, error_model="numpy")'
 
 
 def _generate(spec: _Spec) -> str:
