@@ -107,11 +107,15 @@ def import_edges(package_dir: Path) -> list[Edge]:
                     base = _resolve_relative(module, is_package, node.level, node.module)
                 else:
                     base = node.module or ""
+                # from .pkg import name runs pkg (its __init__) first, whatever name is:
+                # an edge to pkg (unless pkg is this module), and to the submodule pkg.name
+                # when there is one.
+                if base != module:
+                    add(module, base, path, node)
                 for alias in node.names:
                     submodule = f"{base}.{alias.name}"
-                    # from .pkg import name: the submodule pkg.name if there is one,
-                    # else the package pkg itself (its __init__).
-                    add(module, submodule if submodule in modules else base, path, node)
+                    if submodule in modules:
+                        add(module, submodule, path, node)
     return edges
 
 
@@ -265,8 +269,28 @@ def test_checker_resolves_packages_and_submodules(tmp_path: Path) -> None:
         },
     )
     edges = {(edge.source, edge.target) for edge in import_edges(package)}
-    assert edges == {("pkg", "pkg.x"), ("pkg.sub", "pkg.x"), ("pkg.sub.y", "pkg.sub")}
+    # from .. import x runs pkg's __init__ as well as reaching pkg.x
+    assert edges == {
+        ("pkg", "pkg.x"),
+        ("pkg.sub", "pkg"),
+        ("pkg.sub", "pkg.x"),
+        ("pkg.sub.y", "pkg.sub"),
+    }
     assert find_cycles(import_edges(package)) == []
+
+
+def test_a_sibling_import_through_the_package_is_a_cycle(tmp_path: Path) -> None:
+    """pkg/__init__ imports pkg.a, and pkg.a does ``from . import b``: that runs pkg."""
+    package = _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "from . import a\n",
+            "pkg/a.py": "from . import b\n",
+            "pkg/b.py": "VALUE = 1\n",
+        },
+    )
+    chains = [describe(c, package).splitlines()[0] for c in find_cycles(import_edges(package))]
+    assert chains == ["pkg -> pkg.a -> pkg"]
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,6 @@ import math
 import numba
 import numpy as np
 
-from . import dopri5, rodas
 from .codes import (
     METHOD_AUTO,
     METHOD_DOPRI5,
@@ -56,6 +55,16 @@ from .codes import (
     STATUS_STEP_UNDERFLOW,
 )
 from .contract import BREAKPOINTS, DOSE, INITIAL, N_BREAKS, N_OUTPUTS, N_STATES, OUTPUTS, call
+from .dopri5 import ORDER as DOPRI5_ORDER
+from .dopri5 import STIFF_HLAMBDA, stiffness
+from .dopri5 import attempt as dopri5_attempt
+from .dopri5 import dense as dopri5_dense
+from .dopri5 import new_step as dopri5_new_step
+from .rodas import ORDER as RODAS_ORDER
+from .rodas import attempt as rodas_attempt
+from .rodas import dense as rodas_dense
+from .rodas import jacobian as rodas_jacobian
+from .rodas import new_step as rodas_new_step
 from .workspace import (
     _EPS,
     _ERRACC,
@@ -118,7 +127,7 @@ def begin_piece(model, p, W, s, a, b, rtol, atol, k_out, obuf):
     f(model, p, a, s, W[_Y], W[_F0], k_out, obuf)
     if not all_finite(W[_F0]):
         return STATUS_NOT_FINITE
-    order = dopri5.ORDER if s[_METHOD] == METHOD_DOPRI5 else rodas.ORDER
+    order = DOPRI5_ORDER if s[_METHOD] == METHOD_DOPRI5 else RODAS_ORDER
     s[_H] = initial_step(model, p, W, s, order, rtol, atol, k_out, obuf)
     return STATUS_OK
 
@@ -127,9 +136,9 @@ def begin_piece(model, p, W, s, a, b, rtol, atol, k_out, obuf):
 def _accept(step_method, W, s, t, h, hnew, last):
     """Store the dense output of [t, t + h], move to the new state, set the next step."""
     if step_method == METHOD_DOPRI5:
-        dopri5.dense(W, h)
+        dopri5_dense(W, h)
     else:
-        rodas.dense(W)
+        rodas_dense(W)
     n = W.shape[1]
     for i in range(n):
         W[_Y, i] = W[_YN, i]
@@ -151,7 +160,7 @@ def _stiffness_test(method, W, s, h):
     """auto: count stiff dopri5 steps; switch the subject to Rodas after STIFF_STEPS."""
     if method != METHOD_AUTO or s[_METHOD] != METHOD_DOPRI5:
         return
-    if dopri5.stiffness(W, h) > dopri5.STIFF_HLAMBDA:
+    if stiffness(W, h) > STIFF_HLAMBDA:
         s[_NONSTIFF] = 0.0
         s[_STIFF] += 1.0
         if s[_STIFF] >= STIFF_STEPS:
@@ -173,7 +182,7 @@ def advance(method, model, p, W, J, E, piv, s, rtol, atol, max_steps, k_out, obu
     step_method = int(s[_METHOD])
     if step_method == METHOD_RODAS:
         f(model, p, s[_T], s, W[_Y], W[_F0], k_out, obuf)
-        rodas.jacobian(model, p, W, J, s, k_out, obuf)
+        rodas_jacobian(model, p, W, J, s, k_out, obuf)
     t, b = s[_T], s[_TEND]
     hmin = max(10.0 * _EPS * abs(t), 1e-300)  # Hairer: 0.1 |h| <= |t| * unit roundoff
     not_finite = False
@@ -188,9 +197,9 @@ def advance(method, model, p, W, J, E, piv, s, rtol, atol, max_steps, k_out, obu
             return STATUS_NOT_FINITE if not_finite else STATUS_STEP_UNDERFLOW
         s[_NSTEP] += 1.0
         if step_method == METHOD_DOPRI5:
-            err = dopri5.attempt(model, p, W, s, h, rtol, atol, k_out, obuf)
+            err = dopri5_attempt(model, p, W, s, h, rtol, atol, k_out, obuf)
         else:
-            err = rodas.attempt(model, p, W, J, E, piv, s, h, rtol, atol, k_out, obuf)
+            err = rodas_attempt(model, p, W, J, E, piv, s, h, rtol, atol, k_out, obuf)
         not_finite = not math.isfinite(err)
         if not_finite:
             s[_H] = 0.2 * h
@@ -200,9 +209,9 @@ def advance(method, model, p, W, J, E, piv, s, rtol, atol, max_steps, k_out, obu
         if accepted and not all_finite(W[_YN]):
             return STATUS_NOT_FINITE
         if step_method == METHOD_DOPRI5:
-            hnew = dopri5.new_step(s, h, err, accepted)
+            hnew = dopri5_new_step(s, h, err, accepted)
         else:
-            hnew = rodas.new_step(s, h, err, accepted)
+            hnew = rodas_new_step(s, h, err, accepted)
         if accepted:
             _stiffness_test(method, W, s, h)
             _accept(step_method, W, s, t, h, hnew, last)

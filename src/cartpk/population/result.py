@@ -27,7 +27,7 @@ from ..reports import (
     plain,
 )
 from ..scales import to_natural
-from . import diagnostics
+from .diagnostics import plot_gof, plot_vpc, predictions, vpc
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -251,7 +251,7 @@ class PopulationFit:
             n_sim: simulated replicates per subject (K); npde are resolved to 1/(2K).
             seed: seed of the simulations and imputations (same seed, same table).
         """
-        return diagnostics.predictions(self, n_sim=n_sim, seed=seed)
+        return predictions(self, n_sim=n_sim, seed=seed)
 
     def vpc(
         self,
@@ -282,7 +282,7 @@ class PopulationFit:
             seed: seed of the simulations.
             analyte: one analyte (default: every fitted analyte).
         """
-        return diagnostics.vpc(self, n=n, bins=bins, pi=pi, ci=ci, seed=seed, analyte=analyte)
+        return vpc(self, n=n, bins=bins, pi=pi, ci=ci, seed=seed, analyte=analyte)
 
     def plot_gof(
         self, path: str | PathLike[str] | None = None, predictions: pd.DataFrame | None = None
@@ -295,7 +295,7 @@ class PopulationFit:
             path: where to save the figure (Agg backend; format from the suffix), or None.
             predictions: a :meth:`predictions` table to draw (default: computed).
         """
-        return diagnostics.plot_gof(self, path, predictions)
+        return plot_gof(self, path, predictions)
 
     def plot_vpc(
         self, path: str | PathLike[str] | None = None, vpc: pd.DataFrame | None = None
@@ -307,7 +307,7 @@ class PopulationFit:
             path: where to save the figure (Agg backend; format from the suffix), or None.
             vpc: a :meth:`vpc` table to draw (default: ``self.vpc()``).
         """
-        return diagnostics.plot_vpc(self, path, vpc)
+        return plot_vpc(self, path, vpc)
 
     def summary(self) -> str:
         """A printable report: design, fixed effects, Omega (with shrinkage), residual error,
