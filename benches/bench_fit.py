@@ -119,19 +119,6 @@ def reference_start(model: Model) -> lmfit.Parameters:
     return params
 
 
-def central_hessian(fun, x: np.ndarray, step: float = 1e-4) -> np.ndarray:
-    """Central finite-difference Hessian of a scalar function (step on the estimation scale)."""
-    n = x.size
-    h = np.empty((n, n))
-    for i in range(n):
-        for j in range(i, n):
-            e_i, e_j = np.eye(n)[i] * step, np.eye(n)[j] * step
-            h[i, j] = h[j, i] = (
-                fun(x + e_i + e_j) - fun(x + e_i - e_j) - fun(x - e_i + e_j) + fun(x - e_i - e_j)
-            ) / (4 * step * step)
-    return h
-
-
 def reference_fit(model: Model, data: pd.DataFrame, method: str) -> dict:
     """lmfit L-BFGS-B fit and Hessian standard errors: estimates, ofv, se (estimation scale)."""
     log_dv = np.log(data["DV"].to_numpy())
@@ -151,7 +138,7 @@ def reference_fit(model: Model, data: pd.DataFrame, method: str) -> dict:
     def at(x: np.ndarray) -> float:
         return reference_m2ll(model, dict(zip(names, x, strict=True)), log_dv, method)
 
-    h = central_hessian(at, np.array([best[n] for n in names]))
+    h = references.central_hessian(at, np.array([best[n] for n in names]))
     se = np.sqrt(np.diag(2 * np.linalg.inv(h)))
     return {"estimates": natural(model, best), "ofv": at(np.array(list(best.values()))), "se": se}
 

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from references import central_hessian
 from references import stein_level as closed_form
 from scipy.optimize import minimize
 from scipy.special import log_ndtr
@@ -103,18 +104,6 @@ def reference_optimum(data: pd.DataFrame, start: dict) -> tuple[float, np.ndarra
         )
         x = result.x
     return float(result.fun), result.x
-
-
-def central_hessian(fun, x: np.ndarray, step: float = 1e-4) -> np.ndarray:
-    n = x.size
-    h = np.empty((n, n))
-    for i in range(n):
-        for j in range(i, n):
-            e_i, e_j = np.eye(n)[i] * step, np.eye(n)[j] * step
-            h[i, j] = h[j, i] = (
-                fun(x + e_i + e_j) - fun(x + e_i - e_j) - fun(x - e_i + e_j) + fun(x - e_i - e_j)
-            ) / (4 * step * step)
-    return h
 
 
 def estimation_sd(table: pd.DataFrame, name: str) -> float:

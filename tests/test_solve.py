@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from references import stein_level
+from references import stein_level, vegf_radau
 from scipy.integrate import solve_ivp
 
 from cartpk.errors import DataError, SolverError
@@ -171,37 +171,10 @@ def test_methods_agree_on_stein(stein: Model) -> None:
     assert rel_err(dopri["CART"].to_numpy(), rodas["CART"].to_numpy()) <= 1e-7
 
 
-def vegf_rhs(branch_before_tmax: bool, par: dict):
-    """ck_vegf written out from DESIGN.md for one side of tmax."""
-
-    def rhs(t, y):
-        E, M, P, B = y
-        if branch_before_tmax:
-            dE, dM = par["rho"] * E, 0.0
-        else:
-            dE = -par["alpha"] * E
-            dM = par["Fb"] * (par["alpha"] - par["beta"]) * E - par["beta"] * M
-        dP = par["kgrow"] * P - par["kkill"] * (E + M) * P
-        dB = par["kout"] * (par["Bnorm"] + (par["B0"] - par["Bnorm"]) * P - B)
-        return [dE, dM, dP, dB]
-
-    return rhs
-
-
 @functools.cache
 def vegf_reference(items: tuple[tuple[str, float], ...], times: tuple[float, ...]) -> np.ndarray:
     """(CART, VEGF) by scipy Radau at rtol 1e-10, split at tmax (cached per parameter set)."""
-    par, t = dict(items), np.array(times)
-    y0 = [par["C0"], 0.0, 1.0, par["B0"]]
-    tmax = par["tmax"]
-    tight = {"method": "Radau", "rtol": 1e-10, "atol": 1e-20}
-    first = solve_ivp(vegf_rhs(True, par), (0, tmax), y0, dense_output=True, **tight)
-    second = solve_ivp(
-        vegf_rhs(False, par), (tmax, t[-1]), first.y[:, -1], dense_output=True, **tight
-    )
-    assert first.success and second.success
-    states = np.where(t < tmax, first.sol(np.minimum(t, tmax)), second.sol(t))
-    return np.column_stack([states[0] + states[1], states[3]])
+    return vegf_radau(dict(items), np.array(times))
 
 
 @pytest.mark.parametrize("method", METHODS)
