@@ -2,9 +2,10 @@
 
 Each workload runs in a new interpreter per tree, alternating A, B, A, B ... with the tree's
 ``src`` first on ``sys.path``; inside, one untimed call warms the caches, then the median
-of ``--repeats`` timed calls is printed. The table gives both medians per pair and the
-median of the pair ratios (this tree / the other), so that a drift of the machine's speed
-cancels. Workloads (the same calls as the benches they are named after):
+of ``--repeats`` timed calls (default :data:`REPEATS`) is printed. The table gives both
+medians per pair and the median of the pair ratios (this tree / the other), so that a
+drift of the machine's speed cancels. Workloads (the calls of the benches they are named
+after):
 
 * solve: ``bench_solve`` — ck_vegf, 10,000 virtual subjects, 13 times, rtol 1e-6;
 * fit: ``bench_fit`` — ck_stein individual fits of data set 1 (all subjects);
@@ -43,6 +44,9 @@ WORKLOADS = {
     ),
 }
 
+#: Timed calls per run: enough that a 30 ms fit is not one scheduler hiccup.
+REPEATS = {"solve": 5, "fit": 25, "popfit": 1}
+
 CHILD = """
 import statistics, sys, time, warnings
 warnings.simplefilter("ignore")
@@ -74,7 +78,9 @@ def main() -> None:
     parser.add_argument("--against", type=Path, required=True)
     parser.add_argument("--only", default=",".join(WORKLOADS))
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed calls per run (default: per workload)"
+    )
     args = parser.parse_args()
     this, other = HERE.parent, args.against.resolve()
     load = os.getloadavg()[0]
@@ -82,8 +88,9 @@ def main() -> None:
     for name in args.only.split(","):
         pairs = []
         for _ in range(args.pairs):
-            a = run(this, name, args.repeats)
-            b = run(other, name, args.repeats)
+            repeats = args.repeats or REPEATS[name]
+            a = run(this, name, repeats)
+            b = run(other, name, repeats)
             pairs.append((a, b))
             print(f"{name}: {a:.3f} s / {b:.3f} s", file=sys.stderr)
         ratio = statistics.median(a / b for a, b in pairs)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 from references import vegf_radau
@@ -25,6 +30,45 @@ def test_model_code_holds_only_the_model_functions(vegf: Model) -> None:
     code = vegf.source_code
     assert code.count("@numba.cfunc(") == 5 and "@numba.njit(" not in code
     assert "solve_batch" not in code and "prange" not in code
+
+
+STALE_CALLER = """
+import sys
+sys.path.insert(0, {where!r})
+import helper, caller
+from cartpk.kernels.cache import clear_stale
+if {guarded}:
+    clear_stale([helper, caller])
+print(caller.twice())
+"""
+
+
+def run_caller(where: Path, guarded: bool) -> str:
+    """What caller.twice() returns in a new interpreter (after clear_stale if guarded)."""
+    code = STALE_CALLER.format(where=str(where), guarded=guarded)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_an_edited_callee_clears_its_callers_cache(tmp_path: Path) -> None:
+    """numba would load the cached caller with the old helper inlined (it stamps the
+    caller's file only); clear_stale hashes both files and clears the cache."""
+    helper = "import numba\n@numba.njit(cache=True)\ndef value():\n    return {}\n"
+    (tmp_path / "helper.py").write_text(helper.format(1))
+    (tmp_path / "caller.py").write_text(
+        textwrap.dedent("""
+        import numba
+        from helper import value
+        @numba.njit(cache=True)
+        def twice():
+            return 2 * value()
+    """)
+    )
+    assert run_caller(tmp_path, guarded=True) == "2"
+    (tmp_path / "helper.py").write_text(helper.format(5))
+    assert run_caller(tmp_path, guarded=True) == "10"
+    assert len(list((tmp_path / "__pycache__").glob("cartpk-kernels-*"))) == 1
 
 
 # --------------------------------------------------------------------------- code tables

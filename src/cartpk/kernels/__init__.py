@@ -10,6 +10,7 @@
 ``exposure``    Cmax, Tmax and AUC on the continuous solution; ``exposure_batch``
 ``likelihood``  −2LL with error models and M3; batches, residuals, parameter points
 ``mcmc``        Metropolis–Hastings moves over random effects
+``cache``       numba's on-disk cache of all of them kept in step with their sources
 =============== ===========================================================================
 
 :class:`ModelKernels` binds the kernels to one model's compiled functions, so that callers
@@ -19,10 +20,12 @@ write ``model.kernels.solve_batch(p, ...)``.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
-from . import exposure, integrate, likelihood, mcmc
+from . import codes, contract, dopri5, exposure, integrate, likelihood, mcmc, rodas, workspace
+from .cache import clear_stale
 from .contract import (
     BREAKPOINTS,
     DOSE,
@@ -34,6 +37,12 @@ from .contract import (
     RHS,
     call_slot,
 )
+
+#: Every module with jitted kernel code, and the codes they read: one source hash for all,
+#: with ``scales.py``, whose transform the MCMC kernel inlines.
+KERNEL_MODULES = (codes, contract, workspace, dopri5, rodas, integrate, exposure, likelihood,
+                  mcmc)  # fmt: skip
+clear_stale(KERNEL_MODULES, [Path(__file__).parents[1] / "scales.py"])
 
 #: Kernels that take the model (its function tuple and dims) as their first two arguments.
 MODEL_KERNELS = {

@@ -9,8 +9,8 @@ signature, :data:`SIGNATURE`::
 and each is compiled as a numba ``cfunc``: the kernels take the addresses of their C
 entry points as an int64 array (``model``) and call them through those pointers
 (:func:`call_at`, a plain indirect call), so every model, however many states it has,
-reaches the same compiled kernels, and a call from Python types and passes one small array. Their jobs,
-by position in the array (:data:`INITIAL` ...):
+reaches the same compiled kernels, and a call from Python types and passes one small
+array. Their jobs, by position in the array (:data:`INITIAL` ...):
 
 ========== ==============================================================================
 initial    ``out[:n_states]`` = the state at t = 0 from the infusion (``y`` unused)
