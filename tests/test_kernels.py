@@ -7,12 +7,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from references import vegf_radau
 
 from cartpk import likelihood, solve
-from cartpk.kernels import codes, integrate
+from cartpk.kernels import codes, integrate, threads
 from cartpk.model import SCALES, SOLVERS, Model
 from cartpk.solve import solve_batch
 
@@ -30,6 +31,33 @@ def test_model_code_holds_only_the_model_functions(vegf: Model) -> None:
     code = vegf.source_code
     assert code.count("@numba.cfunc(") == 5 and "@numba.njit(" not in code
     assert "solve_batch" not in code and "prange" not in code
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 17, 1000])
+def test_over_items_covers_every_item_once(n: int) -> None:
+    seen = np.zeros(n, dtype=int)
+
+    def kernel(mark: int, first: int, last: int) -> None:
+        seen[first:last] += mark
+
+    threads.over_items(kernel, n, 1)
+    np.testing.assert_array_equal(seen, np.ones(n, dtype=int))
+
+
+def test_batch_results_do_not_depend_on_the_thread_count(vegf: Model) -> None:
+    rng = np.random.default_rng(5)
+    values = {k: vegf.parameters[k].value * np.exp(0.3 * rng.standard_normal(300)) for k in VARIED}
+    times = np.tile(TIMES, 300)
+    offsets = np.arange(301) * TIMES.size
+    before = numba.get_num_threads()
+    runs = []
+    try:
+        for count in (1, before):
+            numba.set_num_threads(count)
+            runs.append(solve_batch(vegf, values, times=times, offsets=offsets).values)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(runs[0], runs[1])
 
 
 STALE_CALLER = """

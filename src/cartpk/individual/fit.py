@@ -29,7 +29,6 @@ from ..solve import METHODS, check_tolerances, method_code
 from .result import FitResult, FitTable
 
 FAILED_OBJECTIVE = 1e12
-PARALLEL_POINTS = 4  # fewer parameter points than this are solved on the calling thread
 ERROR_STARTS = {"sigma": 0.3, "b": 0.2, "a": 1.0}
 
 
@@ -191,9 +190,7 @@ class Problem:
         R = np.empty((k, 2 * obs.time.size))
         m2ll = np.empty(k)
         pred = np.empty((k, obs.time.size, len(self.model.outputs)))
-        kernel = self.model.kernels.points_batch if k >= PARALLEL_POINTS else None
-        kernel = kernel or self.model.kernels.points_serial
-        kernel(
+        self.model.kernels.points_batch(
             P, EA, EB, obs.time, obs.out, obs.dv, obs.cens, obs.lloq, c["kind"],
             obs.d_time, obs.d_amt, self.solver, pred, R, m2ll,
         )  # fmt: skip

@@ -10,6 +10,7 @@
 ``exposure``    Cmax, Tmax and AUC on the continuous solution; ``exposure_batch``
 ``likelihood``  −2LL with error models and M3; batches, residuals, parameter points
 ``mcmc``        Metropolis–Hastings moves over random effects
+``threads``     the one parallel loop: a batch kernel's items spread over threads
 ``cache``       numba's on-disk cache of all of them kept in step with their sources
 =============== ===========================================================================
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +39,7 @@ from .contract import (
     RHS,
     call_slot,
 )
+from .threads import over_items
 
 #: Every module with jitted kernel code, and the codes they read: one source hash for all,
 #: with ``scales.py``, whose transform the MCMC kernel inlines.
@@ -46,21 +49,31 @@ clear_stale(KERNEL_MODULES, [Path(__file__).parents[1] / "scales.py"])
 
 #: Kernels that take the model (its function tuple and dims) as their first two arguments.
 MODEL_KERNELS = {
+    "m2ll_one": likelihood.m2ll_one,
+    "residuals_one": likelihood.residuals_one,
+}
+#: Batch kernels, run over threads by ``threads.over_items``: their first argument after
+#: the model's two has one row per item (subject, parameter point or draw).
+BATCH_KERNELS = {
     "solve_batch": integrate.solve_batch,
     "exposure_batch": exposure.exposure_batch,
     "m2ll_batch": likelihood.m2ll_batch,
-    "m2ll_one": likelihood.m2ll_one,
-    "residuals_one": likelihood.residuals_one,
     "points_batch": likelihood.points_batch,
-    "points_serial": likelihood.points_serial,
     "m2ll_rows": likelihood.m2ll_rows,
     "mh_batch": mcmc.mh_batch,
 }
 
 
+def _run_batch(kernel: Any, functions: np.ndarray, dims: np.ndarray, *args: Any) -> None:
+    """``kernel`` over all items (the rows of ``args[0]``), on threads."""
+    over_items(kernel, len(args[0]), functions, dims, *args)
+
+
 class ModelKernels:
-    """The kernels bound to one model: each :data:`MODEL_KERNELS` entry as an attribute,
-    called without its first two arguments; ``m2ll_predicted`` needs no model.
+    """The kernels bound to one model: each :data:`MODEL_KERNELS` and :data:`BATCH_KERNELS`
+    entry as an attribute, called without its first two arguments (and a batch kernel
+    without its last two, the item range: it runs over all items, on threads);
+    ``m2ll_predicted`` needs no model.
 
     ``functions`` is the model's tuple of compiled functions (numba cfuncs; the kernels take
     the int64 array of their addresses, kept as ``functions``), ``dims`` its sizes (see
@@ -83,6 +96,8 @@ class ModelKernels:
         self.n_breaks = int(self.dims[N_BREAKS])
         for name, kernel in MODEL_KERNELS.items():
             setattr(self, name, partial(kernel, self.functions, self.dims))
+        for name, kernel in BATCH_KERNELS.items():
+            setattr(self, name, partial(_run_batch, kernel, self.functions, self.dims))
 
     def _call(self, slot: int, t: float, amt: float, p, y, out) -> None:
         arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in (p, y)]

@@ -175,7 +175,7 @@ def _exposure_once(
     return STATUS_OK, np.nan
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def exposure_batch(
     model,
     dims,
@@ -195,13 +195,16 @@ def exposure_batch(
     auc,
     status,
     fail_time,
+    first,
+    last,
 ):
-    """Cmax, Tmax (first occurrence) and AUC of output k_out over [t0, t1] days per subject.
+    """Cmax, Tmax (first occurrence) and AUC of output k_out over [t0, t1] days for subjects
+    ``first <= i < last``.
 
     Step ends, breakpoints and post-dose values are checked, and interior maxima inside a
     step are located on the continuous extension. NaN for failed subjects.
     """
-    for i in numba.prange(p.shape[0]):
+    for i in range(first, last):
         best = np.empty(3)
         d_lo, d_hi = d_off[i], d_off[i + 1]
         code, when = exposure_subject(

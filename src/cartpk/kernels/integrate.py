@@ -35,7 +35,7 @@ Status codes per subject (``codes.STATUS_*``): ok, step budget (``max_steps`` at
 steps) exceeded, step size underflow, non-finite state (or a non-finite right-hand side
 that step-size reduction could not avoid). A failed subject gets NaN outputs and its
 ``fail_time``; the others are solved regardless. Kernels use ``error_model="numpy"``: a
-division by zero gives inf/NaN, caught as a status, never an exception in a parallel loop.
+division by zero gives inf/NaN, caught as a status, never an exception on a worker thread.
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ def _solve_once(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, m
     return STATUS_OK, np.nan
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def solve_batch(
     model,
     dims,
@@ -357,13 +357,16 @@ def solve_batch(
     out,
     status,
     fail_time,
+    first,
+    last,
 ):
-    """Outputs of every subject at its times: out (n_obs, n_outputs), status, fail_time.
+    """Outputs of subjects ``first <= i < last`` at their times: out (n_obs, n_outputs),
+    status, fail_time (``threads.over_items`` runs it over all subjects).
 
     Subject i: parameters ``p[i]``, sorted times ``t_flat[t_off[i]:t_off[i+1]]`` (days),
     bolus doses ``d_time/d_amt[d_off[i]:d_off[i+1]]``. A failed subject's rows are NaN.
     """
-    for i in numba.prange(p.shape[0]):
+    for i in range(first, last):
         lo, hi = t_off[i], t_off[i + 1]
         d_lo, d_hi = d_off[i], d_off[i + 1]
         block = out[lo:hi]

@@ -117,7 +117,7 @@ def _subject_m2ll(
     return total
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def m2ll_batch(
     model,
     dims,
@@ -137,9 +137,12 @@ def m2ll_batch(
     solver,
     pred,
     m2ll,
+    first,
+    last,
 ):
-    """Per-subject −2LL into ``m2ll`` (n,) and predictions into ``pred`` (n_obs, N_OUTPUTS)."""
-    for i in numba.prange(p.shape[0]):
+    """−2LL of subjects ``first <= i < last`` into ``m2ll`` (n,), predictions into ``pred``
+    (n_obs, N_OUTPUTS)."""
+    for i in range(first, last):
         lo, hi = o_off[i], o_off[i + 1]
         m2ll[i] = _subject_m2ll(
             model,
@@ -178,7 +181,7 @@ def m2ll_one(
     solver,
     pred,
 ):
-    """One subject's −2LL without the parallel machinery (for individual fits)."""
+    """One subject's −2LL on the calling thread (for individual fits)."""
     return _subject_m2ll(
         model,
         dims,
@@ -293,7 +296,7 @@ def _point(
         )
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def points_batch(
     model,
     dims,
@@ -312,45 +315,21 @@ def points_batch(
     pred,
     R,
     m2ll,
+    first,
+    last,
 ):
-    """One subject at many parameter points, in parallel (finite differences, Hessians).
+    """One subject at parameter points ``first..last-1`` (finite differences, Hessians).
 
     Point k has parameters ``P[k]`` and error parameters ``EA[k]``, ``EB[k]`` per row; its
     residuals (:func:`residuals_one`) go to ``R[k]`` and its −2LL to ``m2ll[k]``;
     ``pred`` is a workspace (k, n_obs, N_OUTPUTS).
     """
-    for k in numba.prange(P.shape[0]):
+    for k in range(first, last):
         _point(model, dims, k, P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind,
                d_time, d_amt, solver, pred, R, m2ll)  # fmt: skip
 
 
-@numba.njit(cache=True, error_model="numpy")
-def points_serial(
-    model,
-    dims,
-    P,
-    EA,
-    EB,
-    o_time,
-    o_out,
-    o_dv,
-    o_cens,
-    o_lloq,
-    o_kind,
-    d_time,
-    d_amt,
-    solver,
-    pred,
-    R,
-    m2ll,
-):
-    """:func:`points_batch` on the calling thread (a few points: no thread hand-off)."""
-    for k in range(P.shape[0]):
-        _point(model, dims, k, P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind,
-               d_time, d_amt, solver, pred, R, m2ll)  # fmt: skip
-
-
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def m2ll_rows(
     model,
     dims,
@@ -370,13 +349,16 @@ def m2ll_rows(
     d_off,
     solver,
     m2ll,
+    first,
+    last,
 ):
-    """−2LL of subject ``subject[r]``'s data under parameters ``P[r]``, for every row r.
+    """−2LL of subject ``subject[r]``'s data under parameters ``P[r]``, for rows
+    ``first <= r < last``.
 
     For importance sampling and other many-draws-per-subject evaluations: rows may repeat a
     subject. +inf where the model cannot be solved.
     """
-    for r in numba.prange(P.shape[0]):
+    for r in range(first, last):
         i = subject[r]
         lo, hi = o_off[i], o_off[i + 1]
         pred = np.empty((hi - lo, dims[N_OUTPUTS]))

@@ -28,7 +28,7 @@ def _eta_m2lp(eta, omega_inv):
     return total
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def mh_batch(
     model,
     dims,
@@ -61,8 +61,11 @@ def mh_batch(
     pred,
     kept,
     accepted,
+    first,
+    last,
 ):
-    """Metropolis–Hastings sweeps over the random effects of every subject, in place.
+    """Metropolis–Hastings sweeps over the random effects of subjects ``first <= i < last``,
+    in place.
 
     ``mu`` (n, n_par): each subject's mean on the estimation scale (typical value plus
     covariate effects); ``eta`` (n, n_par) the current random effects (0 where a parameter has
@@ -77,7 +80,7 @@ def mh_batch(
     accepted moves.
     """
     n_par = mu.shape[1]
-    for i in numba.prange(mu.shape[0]):
+    for i in range(first, last):
         lo, hi = o_off[i], o_off[i + 1]
         p = np.empty(n_par + cov.shape[1])
         p[n_par:] = cov[i]
