@@ -130,12 +130,13 @@ def exposure_subject(
     is integrated with the ODE under the same error control. auto: a subject that fails all
     the same is solved again from the start with Rodas.
     """
-    code, when = _exposure_once(model, dims, p, k_out, t0, t1, d_time, d_amt, method, rtol,
-                                atol, max_steps, best)  # fmt: skip
-    if code != STATUS_OK and method == METHOD_AUTO:
-        code, when = _exposure_once(model, dims, p, k_out, t0, t1, d_time, d_amt, METHOD_RODAS,
-                                    rtol, atol, max_steps, best)  # fmt: skip
-    return code, when
+    tried = method
+    while True:  # one call site: the solver is compiled (and inlined) once, not twice
+        code, when = _exposure_once(model, dims, p, k_out, t0, t1, d_time, d_amt, tried, rtol,
+                                    atol, max_steps, best)  # fmt: skip
+        if code == STATUS_OK or tried != METHOD_AUTO:
+            return code, when
+        tried = METHOD_RODAS
 
 
 @numba.njit(cache=True, error_model="numpy")

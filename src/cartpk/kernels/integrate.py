@@ -301,12 +301,13 @@ def solve_subject(model, dims, p, times, out, d_time, d_amt, method, rtol, atol,
 
     auto: a subject that fails all the same is solved again from the start with Rodas.
     """
-    code, when = _solve_once(model, dims, p, times, out, d_time, d_amt, method, rtol, atol,
-                             max_steps)  # fmt: skip
-    if code != STATUS_OK and method == METHOD_AUTO:
-        code, when = _solve_once(model, dims, p, times, out, d_time, d_amt, METHOD_RODAS, rtol,
-                                 atol, max_steps)  # fmt: skip
-    return code, when
+    tried = method
+    while True:  # one call site: the solver is compiled (and inlined) once, not twice
+        code, when = _solve_once(model, dims, p, times, out, d_time, d_amt, tried, rtol, atol,
+                                 max_steps)  # fmt: skip
+        if code == STATUS_OK or tried != METHOD_AUTO:
+            return code, when
+        tried = METHOD_RODAS
 
 
 @numba.njit(cache=True, error_model="numpy")

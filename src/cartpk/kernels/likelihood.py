@@ -261,41 +261,6 @@ def residuals_one(
     return True
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _point(
-    model,
-    dims,
-    k,
-    P,
-    EA,
-    EB,
-    o_time,
-    o_out,
-    o_dv,
-    o_cens,
-    o_lloq,
-    o_kind,
-    d_time,
-    d_amt,
-    solver,
-    pred,
-    R,
-    m2ll,
-):
-    """Residuals R[k] and −2LL m2ll[k] of one subject at parameter point k."""
-    solved = residuals_one(
-        model,
-        dims,
-        P[k], o_time, o_out, o_dv, o_cens, o_lloq, o_kind, EA[k], EB[k], d_time, d_amt,
-        solver, pred[k], R[k],
-    )  # fmt: skip
-    m2ll[k] = 0.0 if solved else np.inf
-    for j in range(o_time.size):
-        m2ll[k] += _point_m2ll(
-            o_kind[j], o_dv[j], pred[k, j, o_out[j]], o_cens[j], o_lloq[j], EA[k, j], EB[k, j]
-        )
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def points_batch(
     model,
@@ -325,8 +290,17 @@ def points_batch(
     ``pred`` is a workspace (k, n_obs, N_OUTPUTS).
     """
     for k in range(first, last):
-        _point(model, dims, k, P, EA, EB, o_time, o_out, o_dv, o_cens, o_lloq, o_kind,
-               d_time, d_amt, solver, pred, R, m2ll)  # fmt: skip
+        solved = residuals_one(
+            model,
+            dims,
+            P[k], o_time, o_out, o_dv, o_cens, o_lloq, o_kind, EA[k], EB[k], d_time, d_amt,
+            solver, pred[k], R[k],
+        )  # fmt: skip
+        m2ll[k] = 0.0 if solved else np.inf
+        for j in range(o_time.size):
+            m2ll[k] += _point_m2ll(
+                o_kind[j], o_dv[j], pred[k, j, o_out[j]], o_cens[j], o_lloq[j], EA[k, j], EB[k, j]
+            )
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -82,8 +82,11 @@ def mh_batch(
     n_par = mu.shape[1]
     for i in range(first, last):
         lo, hi = o_off[i], o_off[i + 1]
+        # element loops, not slice assignments: numba compiles a shape check with its
+        # error-message formatting for each array-to-array assignment, seconds apiece
         p = np.empty(n_par + cov.shape[1])
-        p[n_par:] = cov[i]
+        for c in range(cov.shape[1]):
+            p[n_par + c] = cov[i, c]
         phi = np.empty(n_par)
         proposal = np.empty(n_par)
         current = eta[i].copy()
@@ -100,7 +103,8 @@ def mh_batch(
                 for a in range(n_par):
                     proposal[a] = current[a] + step[a] * z[i, move, a]
             else:
-                proposal[:] = current
+                for a in range(n_par):
+                    proposal[a] = current[a]
                 for _ in range(n_par):
                     k_component = (k_component + 1) % n_par
                     if step[k_component] > 0.0:
@@ -129,10 +133,14 @@ def mh_batch(
             new_m2lp = m2lp if mode == 0 else _eta_m2lp(proposal, omega_inv)
             delta = (new - m2ll[i]) + (0.0 if mode == 0 else new_m2lp - m2lp)
             if math.isfinite(new) and math.log(u[i, move]) < -0.5 * delta:
-                current[:] = proposal
-                kept[lo:hi] = pred[lo:hi]
+                for a in range(n_par):
+                    current[a] = proposal[a]
+                for r in range(lo, hi):
+                    for c in range(kept.shape[1]):
+                        kept[r, c] = pred[r, c]
                 m2ll[i] = new
                 m2lp = new_m2lp
                 n_accepted += 1
-        eta[i] = current
+        for a in range(n_par):
+            eta[i, a] = current[a]
         accepted[i] = n_accepted
