@@ -54,7 +54,7 @@ def log_down(t1, t2, c1, c2):
 
 
 def test_pknca_oracle_lin_up_log_down() -> None:
-    row = one(profile(ORACLE_T, ORACLE_C))
+    row = one(profile(ORACLE_T, ORACLE_C), intervals=[(0, 24)])
     assert row["cmax"] == 0.27
     assert row["tmax"] == 3
     assert row["tlast"] == 24
@@ -66,6 +66,9 @@ def test_pknca_oracle_lin_up_log_down() -> None:
     assert row["adj_r_squared"] == pytest.approx(0.99965741, rel=REL)
     assert row["half_life"] == pytest.approx(6.0820970, rel=REL)
     assert row["aucinf_obs"] == pytest.approx(3.7037541, rel=REL)
+    # test-aucint.R, "AUCint gives the same value when no interpolation/extrapolation is
+    # required": over the sampled span aucint.last is the plain AUC.
+    assert row["auc_0_24"] == pytest.approx(3.4141920, rel=REL)
     assert row["exclude"] == ""
 
 
@@ -173,25 +176,42 @@ def test_monoexponential_linear_within_stated_discretisation_bound() -> None:
 
 
 def test_monoexponential_interval_interpolated_and_extrapolated() -> None:
-    row = one(mono(), intervals=[(0, 7.3), (2.2, 30.1), (0, 60), (50, 70), (0, math.inf)])
+    intervals = [(0, 7.3), (2.2, 30.1), (0, 60), (50, 70), (0, math.inf)]
+    row = one(mono(), intervals=intervals, interval_aucs=["aucint.last", "aucint.inf.obs"])
 
     def closed(a, b):
         return A / K * (math.exp(-K * a) - math.exp(-K * b))
 
-    assert row["auc_0_7.3"] == pytest.approx(closed(0, 7.3), rel=1e-12)
-    assert row["auc_2.2_30.1"] == pytest.approx(closed(2.2, 30.1), rel=1e-12)
-    assert row["auc_0_60"] == pytest.approx(closed(0, 60), rel=1e-10)
-    assert row["auc_50_70"] == pytest.approx(closed(50, 70), rel=1e-9)
-    assert row["auc_0_inf"] == pytest.approx(row["aucinf_obs"], rel=1e-13)
+    for a, b in intervals[:2]:  # inside the sampled span the two agree
+        assert row[f"auc_{a}_{b}"] == pytest.approx(closed(a, b), rel=1e-12)
+        assert row[f"aucint_inf_obs_{a}_{b}"] == pytest.approx(closed(a, b), rel=1e-12)
+    # aucint.inf.obs: the log trapezoid from tlast = 48 follows the exponential exactly
+    assert row["aucint_inf_obs_0_60"] == pytest.approx(closed(0, 60), rel=1e-10)
+    assert row["aucint_inf_obs_50_70"] == pytest.approx(closed(50, 70), rel=1e-9)
+    assert row["aucint_inf_obs_0_inf"] == pytest.approx(A / K, rel=1e-10)
+    # aucint.last: 0 after tlast = 48
+    assert row["auc_0_60"] == pytest.approx(closed(0, 48), rel=1e-10)
+    assert row["auc_50_70"] == 0
+    assert row["auc_0_inf"] == pytest.approx(closed(0, 48), rel=1e-10)
 
 
 def test_interval_past_tlast_is_auclast_part_plus_closed_form_extrapolation() -> None:
-    row = one(profile(ORACLE_T, ORACLE_C), intervals=[(0, 40), (20, 40)])
+    row = one(
+        profile(ORACLE_T, ORACLE_C),
+        intervals=[(0, 40), (20, 40)],
+        interval_aucs=["aucint.last", "aucint.inf.obs"],
+    )
     lz, clast = row["lambda_z"], row["clast"]
     tail = clast / lz * (1 - math.exp(-lz * (40 - 24)))
-    assert row["auc_0_40"] == pytest.approx(row["auclast"] + tail, rel=1e-13)
+    assert row["aucint_inf_obs_0_40"] == pytest.approx(3.4141920 + tail, rel=REL)
     part = log_down(20, 24, 0.081 * (0.033 / 0.081) ** 0.5, 0.033)  # log-interpolated c(20)
-    assert row["auc_20_40"] == pytest.approx(part + tail, rel=1e-12)
+    assert row["aucint_inf_obs_20_40"] == pytest.approx(part + tail, rel=1e-12)
+    # aucint.last: nothing after tlast = 24
+    assert row["auc_0_40"] == pytest.approx(3.4141920, rel=REL)
+    assert row["auc_20_40"] == pytest.approx(part, rel=1e-12)
+    note = "ends after the last sample"
+    assert f"auc_0_40: {note}: counted as 0 after it" in row["exclude"]
+    assert "aucint_inf_obs_0_40: extrapolated with lambda_z after tlast" in row["exclude"]
 
 
 # --------------------------------------------------------------------------- BLQ rules
@@ -276,18 +296,26 @@ def test_too_few_points_give_nan_and_reasons_without_exceptions() -> None:
             profile([0, 1, 2, 3, 4], [1, 9, 4, 5, 6], subject=4),  # rising tail: λz < 0
         ]
     )
-    table = nca(frame, intervals=[(0, 4)]).set_index("ID")
+    table = nca(frame, intervals=[(0, 4)], interval_aucs=["aucint.last", "aucint.inf.obs"])
+    table = table.set_index("ID")
     few = "fewer than 3 points after tmax: lambda_z not computed"
     assert table.loc[1, "exclude"] == few
-    assert table.loc[1, "auc_0_4"] == pytest.approx(
-        lin(0, 1, 1, 5) + log_down(1, 2, 5, 3) + log_down(2, 4, 3, 2), rel=1e-13
-    )
-    assert (
-        table.loc[2, "exclude"] == f"{few}; auc_0_4: ends after tlast and lambda_z is not available"
-    )
+    auc_1 = lin(0, 1, 1, 5) + log_down(1, 2, 5, 3) + log_down(2, 4, 3, 2)
+    assert table.loc[1, "auc_0_4"] == pytest.approx(auc_1, rel=1e-13)
+    # inside the sampled span aucint.inf.obs needs no lambda_z (pk.calc.aucint)
+    assert table.loc[1, "aucint_inf_obs_0_4"] == pytest.approx(auc_1, rel=1e-13)
+    after = "ends after the last sample: counted as 0 after it"
+    no_lz = "aucint_inf_obs_0_4: needs lambda_z after tlast, which is not available"
+    assert table.loc[2, "exclude"] == f"{few}; auc_0_4: {after}; {no_lz}"
+    assert table.loc[2, "auc_0_4"] == pytest.approx(lin(0, 1, 1, 2) + lin(1, 2, 2, 9))
+    assert math.isnan(table.loc[2, "aucint_inf_obs_0_4"])
+    origin = "starts before the first observation: concentration 0 assumed there"
     assert table.loc[3, "exclude"] == (
-        f"one observation: AUCs not computed; {few}; auc_0_4: starts before the first observation"
+        f"one observation: auclast and aucall not computed; {few}; auc_0_4: {origin}; "
+        f"auc_0_4: {after}; {no_lz}"
     )
+    # PKNCA's conc.origin: 0 at day 0, linear up to 10 at day 3, 0 after tlast
+    assert table.loc[3, "auc_0_4"] == pytest.approx(lin(0, 3, 0, 10), rel=1e-13)
     assert table.loc[4, "exclude"] == "no terminal fit with lambda_z > 0: lambda_z not computed"
     assert table.loc[[1, 2, 3, 4], "lambda_z"].isna().all()
     assert table.loc[[1, 2, 3], "aucinf_obs"].isna().all()
@@ -337,7 +365,7 @@ def test_lambda_z_not_taken_across_a_reinfusion() -> None:
     assert row["lambda_z"] == pytest.approx(math.log(2) / 3, rel=1e-9)
     assert row["cmax"] == 400 and row["tmax"] == 5  # the whole profile's maximum
     # one infusion at day 0: nothing changes, nothing flagged
-    single = one(dosed(profile(ORACLE_T, ORACLE_C), 0))
+    single = one(dosed(profile(ORACLE_T, ORACLE_C), 0), intervals=[(0, 24)])
     assert math.isnan(single["last_dose"]) and single["exclude"] == ""
     assert single["lambda_z"] == pytest.approx(0.11396516, rel=REL)
 
