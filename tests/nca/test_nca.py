@@ -815,3 +815,15 @@ def test_nca_summary_includes_the_interval_auc_variants() -> None:
     table = nca(profile(*HALVING), intervals=[(0, 3)], interval_aucs=ALL_AUCS)
     names = set(nca_summary(table)["parameter"])
     assert {"auc_0_3", "aucint_inf_obs_0_3", "aucint_all_0_3"} <= names
+
+
+def test_aucint_starting_on_a_blq_sample_after_tlast() -> None:
+    """From an observed BLQ after tlast the curve stays 0: the log trapezoid from 0 to the
+    lambda_z line adds nothing (R/aucint.R), for aucint.inf.obs too."""
+    frame = profile([0, 1, 2, 3, 4], [8, 4, 2, 1, 0.5], cens=[0, 0, 0, 0, 1], lloq=0.5)
+    row = one(frame, intervals=[(4, 6)], interval_aucs=["aucint.last", "aucint.inf.obs"])
+    assert row["auc_4_6"] == 0 and row["aucint_inf_obs_4_6"] == 0
+    assert "extrapolated" not in row["exclude"]
+    assert (
+        "aucint_inf_obs_4_6: ends after the last sample: counted as 0 after it" in (row["exclude"])
+    )

@@ -292,7 +292,8 @@ def _interval_auc(ct, cc, lo, m, last, lambda_z, a, b, kind, log_down):
     while j < hi and ct[j] < a:
         j += 1
     bits = 0
-    if j < hi and ct[j] == a:
+    a_observed = j < hi and ct[j] == a
+    if a_observed:
         c1 = cc[j]
         j += 1
     else:
@@ -306,7 +307,7 @@ def _interval_auc(ct, cc, lo, m, last, lambda_z, a, b, kind, log_down):
         c1 = cc[j]
         j += 1
     inf_obs = kind == _AUCINT_INF_OBS
-    extrapolated = inf_obs and a > tlast and bits & _ORIGIN == 0
+    extrapolated = inf_obs and a > tlast and not a_observed
     if math.isinf(b):
         if inf_obs:
             if not lambda_z > 0.0:
