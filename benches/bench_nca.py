@@ -106,24 +106,31 @@ def _lambda_z(t, c, imax):
     return max(good, key=lambda f: f[2]) if good else None
 
 
-def _interval(t, c, last, lz, clast, a, b):
-    if a < t[0] or (b > t[last] and lz is None):
-        return np.nan
-    total = 0.0
-    for j in range(last):
-        s1, s2 = max(a, t[j]), min(b, t[j + 1])
-        if s2 <= s1:
-            continue
-        log = c[j + 1] < c[j] and c[j + 1] > 0
-        ends = []
-        for s in (s1, s2):
-            w = (s - t[j]) / (t[j + 1] - t[j])
-            ends.append(c[j] * (c[j + 1] / c[j]) ** w if log else c[j] + w * (c[j + 1] - c[j]))
-        total += _segments(np.array([s1, s2]), np.array(ends))[0][0]
-    if b > t[last]:
-        lo = max(a, t[last])
-        total += clast / lz * (math.exp(-lz * (lo - t[last])) - math.exp(-lz * (b - t[last])))
-    return total
+def _interval(t, c, last, a, b):
+    """PKNCA's aucint.last over a finite [a, b]: the samples inside it plus its ends (0 before
+    the first sample and after tlast, interpolated between), segment by segment; the segment
+    to an end after tlast is a log trapezoid to 0, so it adds nothing."""
+
+    def conc_at(x):
+        if x < t[0] or x > t[last]:
+            return 0.0
+        j = min(int(np.searchsorted(t, x, side="right")) - 1, last - 1)
+        w = (x - t[j]) / (t[j + 1] - t[j])
+        if c[j + 1] < c[j] and c[j + 1] > 0:
+            return c[j] * (c[j + 1] / c[j]) ** w
+        return c[j] + w * (c[j + 1] - c[j])
+
+    inside = (t >= a) & (t <= b)
+    times, conc = list(t[inside]), list(c[inside])
+    if a not in times:
+        times.insert(0, a)
+        conc.insert(0, conc_at(a))
+    extrapolated_end = b not in times and b > t[last]
+    if b not in times:
+        times.append(b)
+        conc.append(conc_at(b))
+    area, _ = _segments(np.array(times), np.array(conc))
+    return float(area[:-1].sum() if extrapolated_end else area.sum())
 
 
 def reference_one(t: np.ndarray, c: np.ndarray, blq: np.ndarray) -> dict[str, float]:
@@ -145,7 +152,7 @@ def reference_one(t: np.ndarray, c: np.ndarray, blq: np.ndarray) -> dict[str, fl
         row |= {"lambda_z": lz, "half_life": math.log(2) / lz, "adj_r_squared": adj}
         row |= {"lambda_z_npoints": n, "aucinf_obs": auclast + c[last] / lz}
         row["aucinf_pred"] = auclast + math.exp(log_pred) / lz
-    row["auc_0_28"] = _interval(t, c, last, lz, c[last], 0.0, 28.0)
+    row["auc_0_28"] = _interval(t, c, last, 0.0, 28.0)
     return row
 
 

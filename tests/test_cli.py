@@ -81,6 +81,18 @@ def test_nca_command_prints_subjects_and_summary(tmp_path: Path) -> None:
     table = pd.read_csv(out)
     assert len(table) == 30
     assert {"cmax", "tmax", "auc_0_28"} <= set(table.columns)
+    result = run_cli(
+        "nca",
+        str(DATA / "phase1_trial.csv"),
+        "--interval-auc",
+        "aucint.last",
+        "--interval-auc",
+        "aucint.inf.obs",
+        "-o",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert {"auc_0_28", "aucint_inf_obs_0_28"} <= set(pd.read_csv(out).columns)
 
 
 def test_missing_file_is_one_line_error(tmp_path: Path) -> None:

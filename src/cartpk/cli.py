@@ -311,6 +311,14 @@ def nca(
         str, typer.Option(help="AUC method: linear or lin-up/log-down.")
     ] = "lin-up/log-down",
     by: Annotated[str | None, typer.Option(help="Covariate to summarise by, e.g. DOSE.")] = None,
+    interval_auc: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--interval-auc",
+            help="PKNCA interval AUC: aucint.last (default, column auc_<start>_<end>), "
+            "aucint.inf.obs or aucint.all (repeatable).",
+        ),
+    ] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write CSV.")] = None,
 ) -> None:
     """Non-compartmental analysis: one row per subject, then a summary."""
@@ -318,7 +326,13 @@ def nca(
     from .nca import nca_summary
 
     check_outputs([(output, "-o", "file")], inputs=[file])
-    table = run_nca(file, analyte=analyte, intervals=[interval], auc_method=auc_method)
+    table = run_nca(
+        file,
+        analyte=analyte,
+        intervals=[interval],
+        auc_method=auc_method,
+        interval_aucs=interval_auc or "aucint.last",
+    )
     show(f"NCA of {file} ({auc_method})", table)
     show(f"Summary by {by}" if by else "Summary", nca_summary(table, by=by))
     if output is not None:

@@ -222,13 +222,17 @@ def check_censoring(c: dict[str, np.ndarray], has_lloq: bool) -> None:
     fail(c["LLOQ"] < 0, "LLOQ", "negative LLOQ")
 
 
-def check_observations(c: dict[str, np.ndarray], ids: pd.Series, analyte: np.ndarray) -> None:
-    """DV present (censored rows without DV take the LLOQ) and non-negative on observation
-    rows; no two observations of the same ID, TIME and ANALYTE."""
+def check_observations(
+    c: dict[str, np.ndarray], ids: pd.Series, analyte: np.ndarray, missing_dv: str = "error"
+) -> None:
+    """DV present (censored rows without DV take the LLOQ; with ``missing_dv="keep"`` a
+    missing DV stays NaN) and non-negative on observation rows; no two observations of the
+    same ID, TIME and ANALYTE."""
     obs = (c["EVID"] == 0) & (c["MDV"] == 0)
     censored_at_lloq = obs & (c["CENS"] == 1) & np.isnan(c["DV"])
     c["DV"][censored_at_lloq] = c["LLOQ"][censored_at_lloq]
-    fail(obs & np.isnan(c["DV"]), "DV", "missing DV on an observation row (MDV=0)")
+    if missing_dv != "keep":
+        fail(obs & np.isnan(c["DV"]), "DV", "missing DV on an observation row (MDV=0)")
     fail(obs & (c["DV"] < 0), "DV", "negative value: concentrations must be >= 0")
     fail(obs & (analyte == ""), "ANALYTE", "missing analyte on an observation row (MDV=0)")
     dup = np.zeros(obs.size, dtype=bool)
@@ -462,6 +466,7 @@ def read_dataset(
     source: str | PathLike[str] | pd.DataFrame,
     default_analyte: str = "CART",
     dvid: Mapping[Any, str] | None = None,
+    missing_dv: str = "error",
 ) -> Dataset:
     """Read and validate a dataset from a CSV path or a DataFrame (never modified).
 
@@ -472,6 +477,9 @@ def read_dataset(
         dvid: ANALYTE / DVID value -> model output name, e.g. ``{1: "CART", 2: "VEGF"}``
             for NONMEM's numeric DVID (1, 1.0 and "1" are the same key); values not
             listed keep their label.
+        missing_dv: ``"error"`` (default) refuses an observation row (MDV=0) with a missing
+            DV; ``"keep"`` keeps it with DV NaN, for :func:`cartpk.nca`, which drops such
+            rows as PKNCA does and says so (a model fit needs MDV=1 on them).
 
     Returns:
         A :class:`Dataset`.
@@ -490,7 +498,9 @@ def read_dataset(
     checked.update(flags(raw, n))
     analyte = analyte_column(raw, n, default_analyte, check_dvid(dvid))
     check_censoring(checked, has_lloq)
-    check_observations(checked, raw["ID"], analyte)
+    if missing_dv not in ("error", "keep"):
+        raise ValueError(f"missing_dv {missing_dv!r}: expected 'error' or 'keep'")
+    check_observations(checked, raw["ID"], analyte, missing_dv)
     for name in names:
         if name not in (*STANDARD, "ROW"):
             raw[name] = covariate(raw[name], name)

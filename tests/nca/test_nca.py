@@ -54,7 +54,7 @@ def log_down(t1, t2, c1, c2):
 
 
 def test_pknca_oracle_lin_up_log_down() -> None:
-    row = one(profile(ORACLE_T, ORACLE_C))
+    row = one(profile(ORACLE_T, ORACLE_C), intervals=[(0, 24)])
     assert row["cmax"] == 0.27
     assert row["tmax"] == 3
     assert row["tlast"] == 24
@@ -66,6 +66,9 @@ def test_pknca_oracle_lin_up_log_down() -> None:
     assert row["adj_r_squared"] == pytest.approx(0.99965741, rel=REL)
     assert row["half_life"] == pytest.approx(6.0820970, rel=REL)
     assert row["aucinf_obs"] == pytest.approx(3.7037541, rel=REL)
+    # test-aucint.R, "AUCint gives the same value when no interpolation/extrapolation is
+    # required": over the sampled span aucint.last is the plain AUC.
+    assert row["auc_0_24"] == pytest.approx(3.4141920, rel=REL)
     assert row["exclude"] == ""
 
 
@@ -173,25 +176,42 @@ def test_monoexponential_linear_within_stated_discretisation_bound() -> None:
 
 
 def test_monoexponential_interval_interpolated_and_extrapolated() -> None:
-    row = one(mono(), intervals=[(0, 7.3), (2.2, 30.1), (0, 60), (50, 70), (0, math.inf)])
+    intervals = [(0, 7.3), (2.2, 30.1), (0, 60), (50, 70), (0, math.inf)]
+    row = one(mono(), intervals=intervals, interval_aucs=["aucint.last", "aucint.inf.obs"])
 
     def closed(a, b):
         return A / K * (math.exp(-K * a) - math.exp(-K * b))
 
-    assert row["auc_0_7.3"] == pytest.approx(closed(0, 7.3), rel=1e-12)
-    assert row["auc_2.2_30.1"] == pytest.approx(closed(2.2, 30.1), rel=1e-12)
-    assert row["auc_0_60"] == pytest.approx(closed(0, 60), rel=1e-10)
-    assert row["auc_50_70"] == pytest.approx(closed(50, 70), rel=1e-9)
-    assert row["auc_0_inf"] == pytest.approx(row["aucinf_obs"], rel=1e-13)
+    for a, b in intervals[:2]:  # inside the sampled span the two agree
+        assert row[f"auc_{a}_{b}"] == pytest.approx(closed(a, b), rel=1e-12)
+        assert row[f"aucint_inf_obs_{a}_{b}"] == pytest.approx(closed(a, b), rel=1e-12)
+    # aucint.inf.obs: the log trapezoid from tlast = 48 follows the exponential exactly
+    assert row["aucint_inf_obs_0_60"] == pytest.approx(closed(0, 60), rel=1e-10)
+    assert row["aucint_inf_obs_50_70"] == pytest.approx(closed(50, 70), rel=1e-9)
+    assert row["aucint_inf_obs_0_inf"] == pytest.approx(A / K, rel=1e-10)
+    # aucint.last: 0 after tlast = 48
+    assert row["auc_0_60"] == pytest.approx(closed(0, 48), rel=1e-10)
+    assert row["auc_50_70"] == 0
+    assert row["auc_0_inf"] == pytest.approx(closed(0, 48), rel=1e-10)
 
 
 def test_interval_past_tlast_is_auclast_part_plus_closed_form_extrapolation() -> None:
-    row = one(profile(ORACLE_T, ORACLE_C), intervals=[(0, 40), (20, 40)])
+    row = one(
+        profile(ORACLE_T, ORACLE_C),
+        intervals=[(0, 40), (20, 40)],
+        interval_aucs=["aucint.last", "aucint.inf.obs"],
+    )
     lz, clast = row["lambda_z"], row["clast"]
     tail = clast / lz * (1 - math.exp(-lz * (40 - 24)))
-    assert row["auc_0_40"] == pytest.approx(row["auclast"] + tail, rel=1e-13)
+    assert row["aucint_inf_obs_0_40"] == pytest.approx(3.4141920 + tail, rel=REL)
     part = log_down(20, 24, 0.081 * (0.033 / 0.081) ** 0.5, 0.033)  # log-interpolated c(20)
-    assert row["auc_20_40"] == pytest.approx(part + tail, rel=1e-12)
+    assert row["aucint_inf_obs_20_40"] == pytest.approx(part + tail, rel=1e-12)
+    # aucint.last: nothing after tlast = 24
+    assert row["auc_0_40"] == pytest.approx(3.4141920, rel=REL)
+    assert row["auc_20_40"] == pytest.approx(part, rel=1e-12)
+    note = "ends after the last sample"
+    assert f"auc_0_40: {note}: counted as 0 after it" in row["exclude"]
+    assert "aucint_inf_obs_0_40: extrapolated with lambda_z after tlast" in row["exclude"]
 
 
 # --------------------------------------------------------------------------- BLQ rules
@@ -276,18 +296,26 @@ def test_too_few_points_give_nan_and_reasons_without_exceptions() -> None:
             profile([0, 1, 2, 3, 4], [1, 9, 4, 5, 6], subject=4),  # rising tail: λz < 0
         ]
     )
-    table = nca(frame, intervals=[(0, 4)]).set_index("ID")
+    table = nca(frame, intervals=[(0, 4)], interval_aucs=["aucint.last", "aucint.inf.obs"])
+    table = table.set_index("ID")
     few = "fewer than 3 points after tmax: lambda_z not computed"
     assert table.loc[1, "exclude"] == few
-    assert table.loc[1, "auc_0_4"] == pytest.approx(
-        lin(0, 1, 1, 5) + log_down(1, 2, 5, 3) + log_down(2, 4, 3, 2), rel=1e-13
-    )
-    assert (
-        table.loc[2, "exclude"] == f"{few}; auc_0_4: ends after tlast and lambda_z is not available"
-    )
+    auc_1 = lin(0, 1, 1, 5) + log_down(1, 2, 5, 3) + log_down(2, 4, 3, 2)
+    assert table.loc[1, "auc_0_4"] == pytest.approx(auc_1, rel=1e-13)
+    # inside the sampled span aucint.inf.obs needs no lambda_z (pk.calc.aucint)
+    assert table.loc[1, "aucint_inf_obs_0_4"] == pytest.approx(auc_1, rel=1e-13)
+    after = "ends after the last sample: counted as 0 after it"
+    no_lz = "aucint_inf_obs_0_4: needs lambda_z after tlast, which is not available"
+    assert table.loc[2, "exclude"] == f"{few}; auc_0_4: {after}; {no_lz}"
+    assert table.loc[2, "auc_0_4"] == pytest.approx(lin(0, 1, 1, 2) + lin(1, 2, 2, 9))
+    assert math.isnan(table.loc[2, "aucint_inf_obs_0_4"])
+    origin = "starts before the first observation: concentration 0 assumed there"
     assert table.loc[3, "exclude"] == (
-        f"one observation: AUCs not computed; {few}; auc_0_4: starts before the first observation"
+        f"one observation: auclast and aucall not computed; {few}; auc_0_4: {origin}; "
+        f"auc_0_4: {after}; {no_lz}"
     )
+    # PKNCA's conc.origin: 0 at day 0, linear up to 10 at day 3, 0 after tlast
+    assert table.loc[3, "auc_0_4"] == pytest.approx(lin(0, 3, 0, 10), rel=1e-13)
     assert table.loc[4, "exclude"] == "no terminal fit with lambda_z > 0: lambda_z not computed"
     assert table.loc[[1, 2, 3, 4], "lambda_z"].isna().all()
     assert table.loc[[1, 2, 3], "aucinf_obs"].isna().all()
@@ -337,7 +365,7 @@ def test_lambda_z_not_taken_across_a_reinfusion() -> None:
     assert row["lambda_z"] == pytest.approx(math.log(2) / 3, rel=1e-9)
     assert row["cmax"] == 400 and row["tmax"] == 5  # the whole profile's maximum
     # one infusion at day 0: nothing changes, nothing flagged
-    single = one(dosed(profile(ORACLE_T, ORACLE_C), 0))
+    single = one(dosed(profile(ORACLE_T, ORACLE_C), 0), intervals=[(0, 24)])
     assert math.isnan(single["last_dose"]) and single["exclude"] == ""
     assert single["lambda_z"] == pytest.approx(0.11396516, rel=REL)
 
@@ -532,3 +560,270 @@ def test_nca_summary_without_groups_and_parameter_choice() -> None:
         nca_summary(table, by="DOSE")
     with pytest.raises(DataError, match=r"parameters: no column 'cmin'"):
         nca_summary(table, parameters=["cmin"])
+
+
+# --------------------------------------------------------------------------- PKNCA aucint
+# Expected values by hand from PKNCA's tests (tests/testthat/test-aucint.R, test-auc.R,
+# test-cleaners.R, named per test) and from the semantics of R/aucint.R: the samples inside
+# the interval are integrated with the AUC method, the ends are interpolated (0 before the
+# first sample) or, after tlast, 0 (aucint.last), on AUCall's triangle (aucint.all) or on
+# the lambda_z line (aucint.inf.obs), and the segment to an extrapolated end is a log
+# trapezoid.
+
+LN2 = math.log(2)
+ALL_AUCS = ["aucint.last", "aucint.inf.obs", "aucint.all"]
+HALVING = ([0, 1, 2, 3], [8, 4, 2, 1])  # test-aucint.R's concdata: lambda_z = ln 2 exactly
+
+
+def test_aucint_integrates_down_to_an_observed_blq_zero() -> None:
+    """test-aucint.R, "AUCint respects auc.type ...": concdata_blq = 8, 4, 2, 1, BLQ at
+    days 0-4 over [0, 4] equals the AUCall of the same data: 7/ln 2 + 1/2 = 10.5989."""
+    frame = profile([0, 1, 2, 3, 4], [8, 4, 2, 1, 0.5], cens=[0, 0, 0, 0, 1], lloq=0.5)
+    row = one(frame, intervals=[(0, 4), (0, 28)], interval_aucs=ALL_AUCS)
+    expected = 7 / LN2 + lin(3, 4, 1, 0)
+    assert round(expected, 4) == 10.5989
+    for prefix in ("auc", "aucint_inf_obs", "aucint_all"):
+        assert row[f"{prefix}_0_4"] == pytest.approx(expected, rel=1e-13)
+        # after the BLQ sample at day 4 the curve is 0, for aucint.inf.obs too (the
+        # observed BLQ wins over lambda_z: PKNCA issue #110)
+        assert row[f"{prefix}_0_28"] == pytest.approx(expected, rel=1e-13)
+        assert (
+            f"{prefix}_0_28: ends after the last sample: counted as 0 after it" in (row["exclude"])
+        )
+    assert "_0_4:" not in row["exclude"]
+    assert row["auclast"] == pytest.approx(7 / LN2, rel=1e-13)
+    assert row["aucall"] == pytest.approx(expected, rel=1e-13)
+
+
+def test_aucint_end_between_tlast_and_a_blq_sample() -> None:
+    """test-aucint.R, "AUCall traces correctly": over [0, 3.5], aucint.all ends on AUCall's
+    line, c(3.5) = 0.5, reached with the log trapezoid; aucint.last is 0 after tlast;
+    aucint.inf.obs ends on clast·exp(−ln 2·0.5)."""
+    frame = profile([0, 1, 2, 3, 4], [8, 4, 2, 1, 0.5], cens=[0, 0, 0, 0, 1], lloq=0.5)
+    row = one(frame, intervals=[(0, 3.5)], interval_aucs=ALL_AUCS)
+    assert row["aucint_all_0_3.5"] == pytest.approx(7 / LN2 + log_down(3, 3.5, 1, 0.5))
+    assert row["auc_0_3.5"] == pytest.approx(7 / LN2, rel=1e-13)
+    c35 = 2**-0.5
+    assert row["aucint_inf_obs_0_3.5"] == pytest.approx(7 / LN2 + log_down(3, 3.5, 1, c35))
+    assert row["exclude"] == "aucint_inf_obs_0_3.5: extrapolated with lambda_z after tlast"
+
+
+def test_aucint_past_the_last_sample() -> None:
+    """test-aucint.R, "AUCinf is traced": concdata over [0, 4] with clast = 1 and
+    lambda_z = ln 2 is the AUC of 8, 4, 2, 1, 0.5 = 7.5/ln 2; aucint.last and aucint.all
+    (no BLQ after tlast) stop at tlast."""
+    row = one(profile(*HALVING), intervals=[(0, 4)], interval_aucs=ALL_AUCS)
+    assert row["lambda_z"] == pytest.approx(LN2, rel=1e-12)
+    assert row["aucint_inf_obs_0_4"] == pytest.approx(7.5 / LN2, rel=1e-12)
+    assert row["auc_0_4"] == pytest.approx(7 / LN2, rel=1e-13)
+    assert row["aucint_all_0_4"] == pytest.approx(7 / LN2, rel=1e-13)
+    assert row["exclude"] == (
+        "auc_0_4: ends after the last sample: counted as 0 after it; "
+        "aucint_inf_obs_0_4: extrapolated with lambda_z after tlast; "
+        "aucint_all_0_4: ends after the last sample: counted as 0 after it"
+    )
+
+
+def test_aucint_infinite_interval() -> None:
+    """test-aucint.R, "aucint works with infinite intervals": aucint.last = AUClast,
+    aucint.all = AUCall, aucint.inf.obs = AUCinf,obs = 7/ln 2 + 1/ln 2."""
+    row = one(profile(*HALVING), intervals=[(0, math.inf)], interval_aucs=ALL_AUCS)
+    assert row["auc_0_inf"] == pytest.approx(7 / LN2, rel=1e-13)
+    assert row["aucint_all_0_inf"] == pytest.approx(7 / LN2, rel=1e-13)
+    assert row["aucint_inf_obs_0_inf"] == pytest.approx(8 / LN2, rel=1e-12)
+    assert row["aucint_inf_obs_0_inf"] == pytest.approx(row["aucinf_obs"], rel=1e-13)
+
+
+def test_subject_sampled_to_day_21_gets_auc_0_28_and_a_note() -> None:
+    times = [0, 1, 4, 7, 14, 21]
+    conc = [0.5, 50.0, 400.0, 200.0, 40.0, 8.0]
+    frame = profile(times, conc, cens=[1, 0, 0, 0, 0, 0], lloq=0.5)
+    row = one(frame, interval_aucs=["aucint.last", "aucint.inf.obs"])
+    auclast = (
+        lin(0, 1, 0, 50) + lin(1, 4, 50, 400) + log_down(4, 7, 400, 200)
+        + log_down(7, 14, 200, 40) + log_down(14, 21, 40, 8)
+    )  # fmt: skip
+    assert row["auc_0_28"] == pytest.approx(auclast, rel=1e-13)  # 0 after day 21
+    slope = np.polyfit([7, 14, 21], np.log([200, 40, 8]), 1)[0]
+    assert row["lambda_z"] == pytest.approx(-slope, rel=1e-10)
+    tail = 8 / -slope * (1 - math.exp(slope * 7))
+    assert row["aucint_inf_obs_0_28"] == pytest.approx(auclast + tail, rel=1e-10)
+    assert "auc_0_28: ends after the last sample: counted as 0 after it" in row["exclude"]
+
+
+def test_aucint_log_rule_after_tlast_whatever_the_auc_method() -> None:
+    """test-aucint.R, "aucint uses log extrapolation regardless of the interpolation method
+    (#203)": 0, 1, 2, 0.75, 0.5, 0.2 at 0-5; [5, 6] adds the log trapezoid from clast to
+    clast·exp(−λz) with either AUC method."""
+    frame = profile([0, 1, 2, 3, 4, 5], [0, 1, 2, 0.75, 0.5, 0.2])
+    kwargs = {"intervals": [(0, 5), (0, 6)], "interval_aucs": "aucint.inf.obs"}
+    linear = one(frame, auc_method="linear", **kwargs)
+    logdown = one(frame, **kwargs)
+    lz = -np.polyfit([3, 4, 5], np.log([0.75, 0.5, 0.2]), 1)[0]
+    assert linear["lambda_z"] == pytest.approx(lz, rel=1e-10)
+    c6 = 0.2 * math.exp(-lz)
+    step = log_down(5, 6, 0.2, c6)
+    assert linear["aucint_inf_obs_0_5"] == pytest.approx(0.5 + 1.5 + 1.375 + 0.625 + 0.35)
+    assert linear["aucint_inf_obs_0_6"] == pytest.approx(
+        linear["aucint_inf_obs_0_5"] + step, rel=1e-12
+    )
+    assert logdown["aucint_inf_obs_0_6"] - logdown["aucint_inf_obs_0_5"] == pytest.approx(
+        step, rel=1e-10
+    )
+
+
+def test_aucint_of_all_blq_is_zero() -> None:
+    """test-aucint.R, "aucint works for all zero concentrations ...": 0 over [0, 4] and
+    [0, 2.5]."""
+    frame = profile([0, 1, 2, 3], [1, 1, 1, 1], cens=[1, 1, 1, 1], lloq=1.0)
+    row = one(frame, intervals=[(0, 4), (0, 2.5)], interval_aucs=ALL_AUCS)
+    for prefix in ("auc", "aucint_inf_obs", "aucint_all"):
+        assert row[f"{prefix}_0_4"] == 0 and row[f"{prefix}_0_2.5"] == 0
+
+
+def test_aucint_pknca_issue_110_profile() -> None:
+    """PKNCA issue #110 (maintainer's pk.nca output, 2024-01-15): 0, 2.5, 3, 2.7, 2.3, 2.0,
+    1.0 at 0-5 and 8 h, interval [0, 24]: aucint.last = aucint.all = 15.8."""
+    frame = profile([0, 1, 2, 3, 4, 5, 8], [0, 2.5, 3, 2.7, 2.3, 2.0, 1.0])
+    row = one(frame, intervals=[(0, 24)], interval_aucs=["aucint.last", "aucint.all"])
+    by_hand = (
+        lin(0, 1, 0, 2.5) + lin(1, 2, 2.5, 3) + log_down(2, 3, 3, 2.7)
+        + log_down(3, 4, 2.7, 2.3) + log_down(4, 5, 2.3, 2.0) + log_down(5, 8, 2.0, 1.0)
+    )  # fmt: skip
+    assert round(row["auc_0_24"], 1) == 15.8
+    assert row["auc_0_24"] == pytest.approx(by_hand, rel=1e-13)
+    assert row["aucint_all_0_24"] == pytest.approx(by_hand, rel=1e-13)
+
+
+def test_aucint_start_before_first_sample_assumes_zero() -> None:
+    """R/interpolate.conc.R: before the first measurement the concentration is conc.origin,
+    0 by default; PKNCA's pk.calc.auc (not aucint) gives NA instead."""
+    row = one(profile([1, 2, 4], [6, 3, 1]), intervals=[(0, 4)])
+    expected = lin(0, 1, 0, 6) + log_down(1, 2, 6, 3) + log_down(2, 4, 3, 1)
+    assert row["auc_0_4"] == pytest.approx(expected, rel=1e-13)
+    assert row["exclude"] == (
+        "fewer than 3 points after tmax: lambda_z not computed; "
+        "auc_0_4: starts before the first observation: concentration 0 assumed there"
+    )
+
+
+# --------------------------------------------------------------------------- PKNCA auc / cleaners
+
+
+@pytest.mark.parametrize(
+    ("conc", "auclast", "aucall", "aucint"),
+    [
+        # test-auc.R, "Linear AUC when the conc at the end of the interval is BLQ"
+        ([0, 1, 0], 0.5, 1.0, 1.0),
+        # test-auc.R, "... multiple BLQ values at the end"
+        ([0, 1, 0, 0, 0, 0, 0], 0.5, 1.0, 1.0),
+    ],
+)
+def test_pknca_linear_blq_at_the_end(conc, auclast, aucall, aucint) -> None:
+    times = list(range(len(conc)))
+    cens = [int(c == 0) for c in conc]
+    frame = profile(times, [c or 0.1 for c in conc], cens=cens, lloq=0.1)
+    row = one(frame, intervals=[(0, times[-1])], auc_method="linear")
+    assert (row["auclast"], row["aucall"]) == (pytest.approx(auclast), pytest.approx(aucall))
+    # aucint integrates the samples of the interval: down to the first BLQ zero
+    assert row[f"auc_0_{times[-1]}"] == pytest.approx(aucint)
+
+
+def middle_blq_profile(conc, times=None) -> pd.DataFrame:
+    times = list(range(len(conc))) if times is None else times
+    cens = [int(c == 0) for c in conc]
+    return profile(times, [0.1 if c == 0 else c for c in conc], cens=cens, lloq=0.1)
+
+
+KEEP_ALL = {"first": "keep", "middle": "keep", "last": "keep"}
+
+
+@pytest.mark.parametrize(("method", "last_part"), [("linear", 1.5), ("lin-up/log-down", 1 / LN2)])
+def test_pknca_center_blq_kept_or_dropped(method, last_part) -> None:
+    """test-auc.R, "Confirm that center BLQ points are dropped, kept, or imputed correctly"
+    and "Confirm BLQ in the middle or end are calculated correctly"."""
+    kept = one(middle_blq_profile([0, 2, 0, 1, 2, 1]), blq=KEEP_ALL, auc_method=method)
+    assert kept["auclast"] == pytest.approx(1 + 1 + 0.5 + 1.5 + last_part, rel=1e-13)
+    assert kept["aucall"] == kept["auclast"]
+    tail = middle_blq_profile([0, 2, 0, 1, 2, 1, 0, 0])
+    kept = one(tail, blq=KEEP_ALL, auc_method=method, intervals=[(0, 7)])
+    assert kept["aucall"] == pytest.approx(1 + 1 + 0.5 + 1.5 + last_part + 0.5, rel=1e-13)
+    assert kept["auc_0_7"] == pytest.approx(kept["aucall"], rel=1e-13)
+    dropped = one(tail, auc_method=method)  # default: the middle BLQ at t = 2 is dropped
+    first_part = 3 if method == "linear" else 2 / LN2
+    assert dropped["auclast"] == pytest.approx(1 + first_part + 1.5 + last_part, rel=1e-13)
+    assert dropped["aucall"] == pytest.approx(dropped["auclast"] + 0.5, rel=1e-13)
+
+
+@pytest.mark.parametrize(("method", "last_part"), [("linear", 1.5), ("lin-up/log-down", 1 / LN2)])
+def test_pknca_missing_dv_dropped_before_the_blq_rules(method, last_part) -> None:
+    """test-auc.R, "Test NA at the end": 0, 2, 0, 1, 2, 1, NA, 0 at 0-7; the NA row is
+    dropped, so AUCall's triangle runs from day 5 to the BLQ at day 7."""
+    frame = middle_blq_profile([0, 2, 0, 1, 2, 1, 0, 0])
+    frame.loc[6, "DV"] = np.nan
+    frame.loc[6, "CENS"] = 0
+    row = one(frame, auc_method=method, intervals=[(0, 7)])
+    first_part = 3 if method == "linear" else 2 / LN2
+    assert row["auclast"] == pytest.approx(1 + first_part + 1.5 + last_part, rel=1e-13)
+    assert row["aucall"] == pytest.approx(row["auclast"] + 1, rel=1e-13)
+    assert row["auc_0_7"] == pytest.approx(row["aucall"], rel=1e-13)
+    assert row["exclude"].startswith("1 row with a missing DV dropped (as PKNCA); ")
+
+
+def test_missing_dv_read_from_csv_and_reported(tmp_path) -> None:
+    """test-cleaners.R, "clean.conc.na": 1, NA, 2 at 1-3 keeps (1, 1) and (3, 2). A CSV's
+    "." and an empty DV are missing (NONMEM); the reader keeps them for NCA only."""
+    path = tmp_path / "missing.csv"
+    path.write_text("ID,TIME,DV\n1,1,1\n1,2,.\n1,3,2\n2,0,4\n2,1,\n2,2,\n2,3,1\n")
+    table = nca(path, intervals=[(1, 3)], auc_method="linear").set_index("ID")
+    assert table.loc[1, "auc_1_3"] == pytest.approx(lin(1, 3, 1, 2), rel=1e-13)
+    assert table.loc[1, "exclude"].startswith("1 row with a missing DV dropped (as PKNCA)")
+    assert table.loc[2, "auclast"] == pytest.approx(lin(0, 3, 4, 1), rel=1e-13)
+    assert table.loc[2, "exclude"].startswith("2 rows with a missing DV dropped (as PKNCA)")
+    from cartpk.data import read_dataset
+
+    with pytest.raises(DataError, match=r"column DV: missing DV on an observation row"):
+        read_dataset(path)
+
+
+@pytest.mark.parametrize("first", ["drop", "keep"])
+@pytest.mark.parametrize("middle", ["drop", "keep"])
+@pytest.mark.parametrize("last", ["drop", "keep"])
+def test_pknca_cleaner_positions(first, middle, last) -> None:
+    """test-cleaners.R, "clean.conc.blq": for 0, 1, 0, 2, 0 at 1-5, each rule drops or
+    keeps its own BLQ sample (first at t = 1, middle at 3, last at 5)."""
+    rules = {"first": first, "middle": middle, "last": last}
+    kept = [first == "keep", True, middle == "keep", True, last == "keep"]
+    t = np.arange(1.0, 6.0)[kept]
+    c = np.array([0.0, 1.0, 0.0, 2.0, 0.0])[kept]
+    row = one(middle_blq_profile([0, 1, 0, 2, 0], times=[1, 2, 3, 4, 5]), blq=rules,
+              auc_method="linear", intervals=[(float(t[0]), 5.0)])  # fmt: skip
+    upto_tlast = t <= 4
+    auclast = float(np.sum(np.diff(t[upto_tlast]) * (c[upto_tlast][1:] + c[upto_tlast][:-1]) / 2))
+    assert row["auclast"] == pytest.approx(auclast, rel=1e-13)
+    assert row["aucall"] == pytest.approx(auclast + (0.5 * 2 * 1 if last == "keep" else 0))
+    assert row[f"auc_{t[0]:g}_5"] == pytest.approx(row["aucall"], rel=1e-13)
+
+
+def test_bad_interval_aucs() -> None:
+    for bad in ("aucint.inf.pred", [], ["aucint.last", "aucint.last"]):
+        with pytest.raises(ValueError, match=r"interval_aucs .*: expected one or more of"):
+            nca(profile(ORACLE_T, ORACLE_C), interval_aucs=bad)
+
+
+def test_nca_summary_includes_the_interval_auc_variants() -> None:
+    table = nca(profile(*HALVING), intervals=[(0, 3)], interval_aucs=ALL_AUCS)
+    names = set(nca_summary(table)["parameter"])
+    assert {"auc_0_3", "aucint_inf_obs_0_3", "aucint_all_0_3"} <= names
+
+
+def test_aucint_starting_on_a_blq_sample_after_tlast() -> None:
+    """From an observed BLQ after tlast the curve stays 0: the log trapezoid from 0 to the
+    lambda_z line adds nothing (R/aucint.R), for aucint.inf.obs too."""
+    frame = profile([0, 1, 2, 3, 4], [8, 4, 2, 1, 0.5], cens=[0, 0, 0, 0, 1], lloq=0.5)
+    row = one(frame, intervals=[(4, 6)], interval_aucs=["aucint.last", "aucint.inf.obs"])
+    assert row["auc_4_6"] == 0 and row["aucint_inf_obs_4_6"] == 0
+    assert "extrapolated" not in row["exclude"]
+    assert (
+        "aucint_inf_obs_4_6: ends after the last sample: counted as 0 after it" in (row["exclude"])
+    )

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .kernel import _DROP, _KEEP, _LLOQ_FRACTION, _SET
+from .kernel import _DROP, _KEEP, _LLOQ_FRACTION, _SET, INTERVAL_AUCS
 
 AUC_METHODS = ("lin-up/log-down", "linear")
 
@@ -26,14 +26,29 @@ def _format_number(x: float) -> str:
     return str(int(x)) if x.is_integer() else repr(x)
 
 
+def _check_interval_aucs(interval_aucs: str | Sequence[str]) -> list[str]:
+    """The interval AUC names (PKNCA's), each once, at least one."""
+    names = [interval_aucs] if isinstance(interval_aucs, str) else list(interval_aucs)
+    allowed = ", ".join(map(repr, INTERVAL_AUCS))
+    unknown = [name for name in names if name not in INTERVAL_AUCS]
+    if unknown or not names or len(set(names)) < len(names):
+        raise ValueError(
+            f"interval_aucs {interval_aucs!r}: expected one or more of {allowed}, each once"
+        )
+    return names
+
+
 def _check_intervals(
-    intervals: Iterable[Sequence[float]],
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(starts, ends, column names); a single (start, end) pair is accepted as one interval."""
+    intervals: Iterable[Sequence[float]], interval_aucs: str | Sequence[str] = "aucint.last"
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[str]]:
+    """((starts, ends, kind codes), column names), one entry per interval and interval AUC
+    (interval-major); a single (start, end) pair is accepted as one interval."""
+    kinds = _check_interval_aucs(interval_aucs)
     pairs = list(intervals)
     if len(pairs) == 2 and all(isinstance(x, numbers.Real) for x in pairs):
         pairs = [tuple(pairs)]
-    starts, ends, names = [], [], []
+    starts, ends, codes, names = [], [], [], []
+    seen = set()
     for interval in pairs:
         try:
             start, end = (float(x) for x in interval)
@@ -45,13 +60,21 @@ def _check_intervals(
             raise ValueError(f"interval {interval!r}: start must be finite and end not NaN")
         if start >= end:
             raise ValueError(f"interval {interval!r}: start must be before end")
-        name = f"auc_{_format_number(start)}_{_format_number(end)}"
-        if name in names:
+        suffix = f"{_format_number(start)}_{_format_number(end)}"
+        if suffix in seen:
             raise ValueError(f"interval {interval!r} is given twice")
-        starts.append(start)
-        ends.append(end)
-        names.append(name)
-    return np.array(starts, dtype=np.float64), np.array(ends, dtype=np.float64), names
+        seen.add(suffix)
+        for kind in kinds:
+            starts.append(start)
+            ends.append(end)
+            codes.append(list(INTERVAL_AUCS).index(kind))
+            names.append(f"{INTERVAL_AUCS[kind]}_{suffix}")
+    arrays = (
+        np.array(starts, dtype=np.float64),
+        np.array(ends, dtype=np.float64),
+        np.array(codes, dtype=np.int64),
+    )
+    return arrays, names
 
 
 def _check_blq(blq: Mapping[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +112,11 @@ def _check_auc_method(auc_method: str) -> bool:
 
 
 def _pack(obs: pd.DataFrame, ids: np.ndarray, rules: np.ndarray) -> dict[str, np.ndarray]:
-    """Flat, per-subject sorted arrays and int64 offsets from the observation rows."""
+    """Flat, per-subject sorted arrays and int64 offsets from the observation rows.
+
+    Rows with a missing DV that are not BLQ are dropped, as PKNCA's ``conc.na = "drop"``
+    does before its BLQ rules; ``dropped_na`` counts them per subject.
+    """
     position = pd.Index(ids).get_indexer(obs["ID"])
     time = obs["TIME"].to_numpy(dtype=np.float64)
     dv = obs["DV"].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -109,6 +136,7 @@ def _pack(obs: pd.DataFrame, ids: np.ndarray, rules: np.ndarray) -> dict[str, np
         ).astype(np.int64),
         "row": obs["ROW"].to_numpy()[order],
         "position": position[order],
+        "dropped_na": np.bincount(position[~keep], minlength=ids.size),
     }
     _check_packed(packed, ids, rules)
     return packed

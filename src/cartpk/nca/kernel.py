@@ -72,7 +72,7 @@ _REASONS = (
     (_NO_ROWS, "no observations"),
     (_NO_ROWS_AFTER_BLQ, "no observations left after the BLQ rules"),
     (_ALL_BLQ, "all concentrations BLQ"),
-    (_ONE_OBSERVATION, "one observation: AUCs not computed"),
+    (_ONE_OBSERVATION, "one observation: auclast and aucall not computed"),
     (
         _TOO_FEW_LZ_POINTS,
         f"fewer than {MIN_LAMBDA_Z_POINTS} points after tmax: lambda_z not computed",
@@ -84,13 +84,25 @@ _REASONS = (
         "dose only (see last_dose)",
     ),
 )
-# Interval reason codes.
-_BEFORE_FIRST = 1
-_NEEDS_LAMBDA_Z = 2
-_INTERVAL_REASONS = {
-    _BEFORE_FIRST: "starts before the first observation",
-    _NEEDS_LAMBDA_Z: "ends after tlast and lambda_z is not available",
+#: The interval AUCs, named as PKNCA names them, and the prefix of their columns
+#: (``<prefix>_<start>_<end>``); the kind code the kernel receives is the position here.
+INTERVAL_AUCS = {
+    "aucint.last": "auc",
+    "aucint.inf.obs": "aucint_inf_obs",
+    "aucint.all": "aucint_all",
 }
+_AUCINT_LAST, _AUCINT_INF_OBS, _AUCINT_ALL = range(len(INTERVAL_AUCS))
+# Interval reason bits.
+_ORIGIN = 1
+_ZERO_AFTER_LAST_SAMPLE = 2
+_EXTRAPOLATED = 4
+_NEEDS_LAMBDA_Z = 8
+_INTERVAL_REASONS = (
+    (_ORIGIN, "starts before the first observation: concentration 0 assumed there"),
+    (_ZERO_AFTER_LAST_SAMPLE, "ends after the last sample: counted as 0 after it"),
+    (_EXTRAPOLATED, "extrapolated with lambda_z after tlast"),
+    (_NEEDS_LAMBDA_Z, "needs lambda_z after tlast, which is not available"),
+)
 
 # BLQ rule codes: what happens to a BLQ row in a given position.
 _KEEP, _DROP, _SET, _LLOQ_FRACTION = 0, 1, 2, 3
@@ -231,25 +243,94 @@ def _fit_lambda_z(ct, cc, lo, m, imax, tlast, fit):
 
 
 @numba.njit(cache=True)
-def _extrapolated_auc(clast, tlast, lambda_z, a, b):
-    """Integral of clast·exp(−λz·(t − tlast)) over [a, b], with tlast <= a < b."""
-    return clast / lambda_z * math.exp(-lambda_z * (a - tlast)) * -math.expm1(-lambda_z * (b - a))
+def _log_segment_auc(t1: float, t2: float, c1: float, c2: float) -> float:
+    """Log trapezoid over [t1, t2], 0 when an end is 0 (the limit; PKNCA's formula gives 0,
+    or 0/0 when both ends are 0)."""
+    if c1 <= 0.0 or c2 <= 0.0:
+        return 0.0
+    if c1 == c2:
+        return (t2 - t1) * c1
+    return (t2 - t1) * (c1 - c2) / math.log1p((c1 - c2) / c2)
 
 
 @numba.njit(cache=True)
-def _interval_auc(ct, cc, lo, last, clast, lambda_z, a, b, log_down):
-    """Return (AUC over [a, b], reason code)."""
+def _conc_at(ct, cc, lo, m, last, t, kind, lambda_z, log_down):
+    """(concentration at an unobserved time t, reason bits), as PKNCA's interp.extrap.conc:
+    0 before the first observation, interpolated up to tlast; after tlast 0 (aucint.last),
+    the line from clast down to the next (BLQ) sample (aucint.all) or
+    clast·exp(−λz·(t − tlast)) (aucint.inf.obs; NaN without λz)."""
+    if t < ct[lo]:
+        return 0.0, _ORIGIN
     tlast = ct[last]
-    if a < ct[lo]:
-        return np.nan, _BEFORE_FIRST
-    if b > tlast and not lambda_z > 0.0:
-        return np.nan, _NEEDS_LAMBDA_Z
+    if t <= tlast:
+        for j in range(lo, last):
+            if ct[j + 1] >= t:
+                return _interpolate(ct[j], ct[j + 1], cc[j], cc[j + 1], t, log_down), 0
+        return cc[last], 0
+    if kind == _AUCINT_INF_OBS:
+        if not lambda_z > 0.0:
+            return np.nan, _NEEDS_LAMBDA_Z
+        return cc[last] * math.exp(-lambda_z * (t - tlast)), 0
+    if kind == _AUCINT_ALL and last < lo + m - 1 and t < ct[last + 1]:
+        return cc[last] * (ct[last + 1] - t) / (ct[last + 1] - tlast), 0
+    return 0.0, 0
+
+
+@numba.njit(cache=True)
+def _interval_auc(ct, cc, lo, m, last, lambda_z, a, b, kind, log_down):
+    """Return (PKNCA's aucint of the given kind over [a, b], reason bits).
+
+    As pk.calc.aucint: the observations inside [a, b] plus the concentrations at a and b
+    (:func:`_conc_at`) when they are not observation times, integrated segment by segment
+    with the AUC method (so down to a BLQ zero observed after tlast); the segment ending at
+    an extrapolated b (after tlast) with the log trapezoid; for b = inf, aucint.inf.obs adds
+    the λz tail from max(a, tlast).
+    """
+    hi = lo + m
+    tlast = ct[last]
+    j = lo
+    while j < hi and ct[j] < a:
+        j += 1
+    bits = 0
+    a_observed = j < hi and ct[j] == a
+    if a_observed:
+        c1 = cc[j]
+        j += 1
+    else:
+        c1, bit = _conc_at(ct, cc, lo, m, last, a, kind, lambda_z, log_down)
+        bits |= bit
+    t1 = a
     total = 0.0
-    if a < tlast:
-        total += _auc_between(ct, cc, lo, last, a, min(b, tlast), log_down)
-    if b > tlast:
-        total += _extrapolated_auc(clast, tlast, lambda_z, max(a, tlast), b)
-    return total, 0
+    while j < hi and ct[j] <= b:
+        total += _segment_auc(t1, ct[j], c1, cc[j], log_down)
+        t1 = ct[j]
+        c1 = cc[j]
+        j += 1
+    inf_obs = kind == _AUCINT_INF_OBS
+    extrapolated = inf_obs and a > tlast and not a_observed
+    if math.isinf(b):
+        if inf_obs:
+            if not lambda_z > 0.0:
+                return np.nan, bits | _NEEDS_LAMBDA_Z
+            total += cc[last] * math.exp(-lambda_z * max(a - tlast, 0.0)) / lambda_z
+        tail = inf_obs
+    elif t1 < b:
+        c2, bit = _conc_at(ct, cc, lo, m, last, b, kind, lambda_z, log_down)
+        bits |= bit
+        if b > tlast:
+            total += _log_segment_auc(t1, b, c1, c2)
+        else:
+            total += _segment_auc(t1, b, c1, c2, log_down)
+        tail = inf_obs and b > tlast and c1 > 0.0
+    else:
+        tail = False
+    if tail or extrapolated:
+        bits |= _EXTRAPOLATED
+    if b > ct[hi - 1] and not tail:
+        bits |= _ZERO_AFTER_LAST_SAMPLE
+    if bits & _NEEDS_LAMBDA_Z:
+        return np.nan, _NEEDS_LAMBDA_Z
+    return total, bits
 
 
 @numba.njit(cache=True)
@@ -324,7 +405,7 @@ def _last_dose_peak(ct, cc, lo, m, start):
 def _nca_subject(i, rows, offsets, blq_rules, intervals, log_down, scratch, outputs, last_dose):
     time, conc, blq, lloq = rows
     rules, fills = blq_rules
-    starts, ends = intervals
+    starts, ends, kinds = intervals
     ct, cc, fit = scratch
     res, auc_int, code, int_code = outputs
     lo = offsets[i]
@@ -353,7 +434,7 @@ def _nca_subject(i, rows, offsets, blq_rules, intervals, log_down, scratch, outp
     bits |= _terminal_phase(ct, cc, lo, m, imax, last, fit, out)
     for k in range(starts.size):
         auc_int[i, k], int_code[i, k] = _interval_auc(
-            ct, cc, lo, last, cc[last], out[_LAMBDA_Z], starts[k], ends[k], log_down
+            ct, cc, lo, m, last, out[_LAMBDA_Z], starts[k], ends[k], kinds[k], log_down
         )
     code[i] = bits
 
@@ -363,7 +444,8 @@ def _nca_kernel(rows, offsets, blq_rules, intervals, log_down, scratch, outputs,
     """NCA of every subject; subject i owns rows offsets[i]:offsets[i + 1] of the flat arrays.
 
     rows = (time, conc, blq, lloq), each (n_rows,), sorted by time within a subject;
-    blq_rules = (rule code, fill value) per BLQ position; intervals = (starts, ends);
+    blq_rules = (rule code, fill value) per BLQ position; intervals = (starts, ends,
+    kinds: positions in :data:`INTERVAL_AUCS`), one entry per interval AUC column;
     scratch = (ct, cc (n_rows,), fit (n_rows, 5)); outputs = (res (n_subjects,
     len(PARAMETERS)), auc_int (n_subjects, n_intervals), code (n_subjects,),
     int_code (n_subjects, n_intervals)); last_dose (n_subjects,): the time of the last dose

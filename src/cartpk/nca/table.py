@@ -10,20 +10,33 @@ import pandas as pd
 
 from ..errors import DataError
 from .inputs import _check_auc_method, _check_blq, _check_intervals, _pack
-from .kernel import _INTERVAL_REASONS, _NPOINTS, _REASONS, _REDOSED, PARAMETERS, run_kernel
+from .kernel import (
+    _INTERVAL_REASONS,
+    _NPOINTS,
+    _REASONS,
+    _REDOSED,
+    INTERVAL_AUCS,
+    PARAMETERS,
+    run_kernel,
+)
 
 
-def _reasons(code: np.ndarray, int_code: np.ndarray, names: list[str]) -> np.ndarray:
-    """Reason strings, built once per distinct combination of codes."""
-    codes = np.column_stack([code, int_code])
+def _reasons(
+    code: np.ndarray, int_code: np.ndarray, names: list[str], dropped_na: np.ndarray
+) -> np.ndarray:
+    """Reason strings, built once per distinct combination of codes and dropped-row counts."""
+    codes = np.column_stack([dropped_na, code, int_code])
     flagged = np.flatnonzero(codes.any(axis=1))
     combos, inverse = np.unique(codes[flagged], axis=0, return_inverse=True)
     texts = []
     for combo in combos:
-        parts = [text for bit, text in _REASONS if combo[0] & bit]
-        parts += [
-            f"{name}: {_INTERVAL_REASONS[c]}" for name, c in zip(names, combo[1:], strict=True) if c
-        ]
+        parts = []
+        if combo[0]:
+            rows = "row" if combo[0] == 1 else "rows"
+            parts.append(f"{combo[0]} {rows} with a missing DV dropped (as PKNCA)")
+        parts += [text for bit, text in _REASONS if combo[1] & bit]
+        for name, c in zip(names, combo[2:], strict=True):
+            parts += [f"{name}: {text}" for bit, text in _INTERVAL_REASONS if c & bit]
         texts.append("; ".join(parts))
     reasons = np.full(code.size, "", dtype=object)
     reasons[flagged] = np.array(texts, dtype=object)[inverse.ravel()]
@@ -35,9 +48,9 @@ def _observations(
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
     """Observation rows, subject IDs, baseline covariates and each subject's last dose time
     (day; -inf without dose records)."""
-    from ..data import as_dataset
+    from ..data import Dataset, read_dataset
 
-    ds = as_dataset(data)
+    ds = data if isinstance(data, Dataset) else read_dataset(data, missing_dv="keep")
     if analyte is None and len(ds.analytes) > 1:
         raise DataError(
             f"ANALYTE: the data hold {len(ds.analytes)} analytes "
@@ -58,16 +71,19 @@ def nca(
     auc_method: str = "lin-up/log-down",
     blq: Mapping[str, Any] | None = None,
     by: str | Sequence[str] | None = None,
+    interval_aucs: str | Sequence[str] = "aucint.last",
 ) -> pd.DataFrame:
     """Non-compartmental analysis, one row per subject.
 
     Args:
         data: anything :func:`cartpk.data.as_dataset` accepts (Dataset, DataFrame, CSV path).
             TIME in days (negative = before infusion; included), DV in the analyte's unit;
-            ``CENS == 1`` (or ``DV == 0``) marks a BLQ row.
+            ``CENS == 1`` (or ``DV == 0``) marks a BLQ row. Observation rows with a missing
+            DV that are not BLQ are dropped, as PKNCA's ``conc.na = "drop"`` does, and
+            ``exclude`` says how many per subject.
         analyte: the analyte to analyse; may be None only if the data hold one analyte.
-        intervals: (start, end) pairs in days; each gives a column ``auc_<start>_<end>``.
-            ``end`` may be ``inf``.
+        intervals: (start, end) pairs in days; ``end`` may be ``inf``. Each gives one
+            column per name in ``interval_aucs``.
         auc_method: ``"lin-up/log-down"`` (PKNCA's default) or ``"linear"``.
         blq: what to do with BLQ rows before the first, between the first and last, and
             after the last quantified concentration: ``{"first": ..., "middle": ...,
@@ -78,26 +94,36 @@ def nca(
         by: the baseline covariate(s) to carry into the table (e.g. ``"DOSE"``, for
             :func:`nca_summary`); None carries all of them. An unknown name raises
             :class:`cartpk.DataError`.
+        interval_aucs: which of PKNCA's interval AUCs to compute for each interval, one or
+            more of :data:`INTERVAL_AUCS`: ``"aucint.last"`` (column
+            ``auc_<start>_<end>``; 0 after tlast, as AUClast), ``"aucint.inf.obs"``
+            (``aucint_inf_obs_<start>_<end>``; extrapolated after tlast with
+            clast·exp(−λz·(t − tlast)), NaN when that is needed and λz is not available)
+            and ``"aucint.all"`` (``aucint_all_<start>_<end>``; after tlast, the line from
+            clast down to the next BLQ sample, as AUCall). See :mod:`cartpk.nca` for the
+            rules at the interval ends and for BLQ samples after tlast.
 
     Returns:
         DataFrame with ``ID``, the subjects' baseline covariates, then the columns of
         :data:`PARAMETERS` (concentrations in the analyte's unit, times in days, AUCs in
         unit·day, ``lambda_z`` in 1/day, ``auc_pct_extrap_*`` in %, ``span_ratio``
-        unitless), one ``auc_<start>_<end>`` per interval, ``last_dose`` (day of the last
-        dose when a subject was dosed again after its first observation, else NaN) and
-        ``exclude``: why some values are NaN or were restricted (empty when everything was
-        computed from the whole profile). After a re-infusion, as in PKNCA, λz is not taken
+        unitless), the interval AUC columns (unit·day; interval by interval, in the order
+        of ``interval_aucs``), ``last_dose`` (day of the last dose when a subject was dosed
+        again after its first observation, else NaN) and ``exclude``: why some values are
+        NaN, restricted or rest on an assumption (rows dropped, an interval starting before
+        the first or ending after the last sample), empty when everything was computed
+        from the whole profile. After a re-infusion, as in PKNCA, λz is not taken
         across a dose: it is fitted only to the points after the peak that follows the last
-        dose, and ``aucinf_*``, ``auc_pct_extrap_*`` and the extrapolated interval AUCs use
+        dose, and ``aucinf_*``, ``auc_pct_extrap_*`` and ``aucint_inf_obs_*`` use
         that λz; ``cmax``, ``tmax`` and ``auclast`` still cover the whole profile.
     """
     log_down = _check_auc_method(auc_method)
     rules, fills = _check_blq(blq)
-    starts, ends, names = _check_intervals(intervals)
+    intervals_checked, names = _check_intervals(intervals, interval_aucs)
     obs, ids, covariates, last_dose = _observations(data, analyte)
     covariates = _select_covariates(covariates, by)
     return _nca_table(
-        obs, ids, covariates, (starts, ends, names), (rules, fills), log_down, last_dose
+        obs, ids, covariates, (intervals_checked, names), (rules, fills), log_down, last_dose
     )
 
 
@@ -117,12 +143,12 @@ def _select_covariates(covariates: pd.DataFrame, by: str | Sequence[str] | None)
 def _nca_table(
     obs, ids, covariates, intervals, blq_rules, log_down, last_dose=None
 ) -> pd.DataFrame:
-    starts, ends, names = intervals
+    arrays, names = intervals
     packed = _pack(obs, ids, blq_rules[0])
     if last_dose is None:
         last_dose = np.full(ids.size, -np.inf)
     res, auc_int, code, int_code = run_kernel(
-        packed, ids.size, blq_rules, (starts, ends), log_down, last_dose
+        packed, ids.size, blq_rules, arrays, log_down, last_dose
     )
     columns: dict[str, Any] = {"ID": ids}
     for name, values in covariates.reindex(ids).items():
@@ -134,7 +160,7 @@ def _nca_table(
         columns[name] = auc_int[:, k]
     redosed = (code & _REDOSED) != 0
     columns["last_dose"] = np.where(redosed, last_dose, np.nan)
-    columns["exclude"] = _reasons(code, int_code, names)
+    columns["exclude"] = _reasons(code, int_code, names, packed["dropped_na"])
     return pd.DataFrame(columns)
 
 
@@ -146,7 +172,8 @@ def _as_list(by: str | Sequence[str] | None) -> list[str]:
 
 def _summary_parameters(table: pd.DataFrame, parameters: Sequence[str] | None) -> list[str]:
     if parameters is None:
-        return [c for c in table.columns if c in PARAMETERS or c.startswith("auc_")]
+        prefixes = tuple(f"{prefix}_" for prefix in INTERVAL_AUCS.values())
+        return [c for c in table.columns if c in PARAMETERS or c.startswith(prefixes)]
     unknown = [p for p in parameters if p not in table.columns]
     if unknown:
         raise DataError(f"parameters: no column {', '.join(map(repr, unknown))} in the table")
