@@ -816,6 +816,61 @@ def scenarios(
 
 @app.command()
 @reports_errors
+def persistence(
+    file: Annotated[Path, typer.Argument(help="Dataset (CSV, long NONMEM-style format).")],
+    analyte: Annotated[str | None, typer.Option(help="Analyte, e.g. CART.")] = None,
+    landmarks: Annotated[
+        str, typer.Option(help="Days for the fractions still detectable, comma-separated.")
+    ] = "180,365,730",
+    by: Annotated[
+        str | None, typer.Option(help="Covariate to group by (log-rank), e.g. DOSE.")
+    ] = None,
+    lloq: Annotated[
+        float | None, typer.Option(help="LLOQ for every row (default: the LLOQ/CENS columns).")
+    ] = None,
+    rule: Annotated[
+        str, typer.Option(help="tlast, or consecutive (first of --k consecutive BLQ samples).")
+    ] = "tlast",
+    k: Annotated[int, typer.Option(help="Consecutive BLQ samples confirming a loss.")] = 2,
+    censor: Annotated[
+        str | None, typer.Option(help="0/1 columns ending follow-up (e.g. DROPOUT,NEWTHERAPY).")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the Kaplan-Meier figure.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the per-subject table (CSV).")
+    ] = None,
+) -> None:
+    """Persistence: per subject (tlast, tbql, duration, censoring), then Kaplan-Meier."""
+    from .persistence import kaplan_meier
+    from .persistence import persistence as per_subject
+
+    check_outputs([(output, "-o", "file"), (plot, "--plot", "figure")], inputs=[file])
+    try:
+        days = [float(part) for part in landmarks.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--landmarks {landmarks!r}: expected days, e.g. 180,365,730") from None
+    columns = [c.strip() for c in censor.split(",") if c.strip()] if censor else []
+    table = per_subject(file, analyte, lloq=lloq, rule=rule, k=k, censor=columns, by=by)
+    km = kaplan_meier(table, by=by, landmarks=days)
+    show(f"Persistence per subject ({table['rule'].iloc[0]}; days)", table)
+    show("Kaplan-Meier (days; 95 % CI, log-log; NaN: not reached)", km.summary)
+    show("Fraction still detectable at the landmarks", km.landmarks)
+    if by is not None:
+        test = km.logrank
+        typer.echo(
+            f"\nlog-rank test across {by}: chi-square {test['chisq']:.4g} on {test['df']} df, "
+            f"p = {test['p']:.4g}"
+        )
+    if output is not None:
+        table.to_csv(output, index=False)
+        typer.echo(f"wrote {output}")
+    if plot is not None:
+        km.plot(plot)
+        typer.echo(f"wrote {plot}")
+
+
+@app.command()
+@reports_errors
 def demo(
     figure: Annotated[Path, typer.Option(help="Where to save the seed-case figure.")] = Path(
         "poems_vegf.png"
