@@ -3,6 +3,8 @@ references, model-based loss times against the ck_stein closed form, the seed ch
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ from scipy import stats
 from scipy.optimize import brentq
 
 import cartpk as ck
-from cartpk.persistence import kaplan_meier, logrank_test, loss_times, persistence
+from cartpk.persistence import kaplan_meier, km_band, logrank_test, loss_times, persistence
 from cartpk.persistence.km import _survdiff
 from cartpk.scenarios.persistence_checks import (
     LLOQ,
@@ -232,3 +234,54 @@ def test_cli_prints_the_table_and_writes_the_figure(tmp_path):
     assert bad.stderr.strip().splitlines() == [
         "error: rule 'last': expected one of tlast, consecutive"
     ]
+
+
+def test_variability_fitted_from_12_monthly_sampling_is_recovered():
+    """A simulated trial of 200 patients from the equecabtagene population, sampled on days
+    7, 14, 28 and every 12 months to 3 years, log-normal residual SD 0.3: the SDs of Fb and
+    beta fitted from which samples were quantifiable are within 2 SEs of the truth, and the
+    fitted population's fractions detectable at the sampled 12 and 24 months within 5
+    points of the truth's."""
+    from cartpk.persistence.predicted import levels_at
+    from cartpk.scenarios.persistence_checks import PERSISTENCE_VARIABILITY
+    from cartpk.scenarios.persistence_fit import _patients, fit_persistence_variability
+
+    truth = bcma_population()
+    days = np.array([7, 14, 28, 365, 730, 1095.0])
+    level, _ = levels_at(truth.model, _patients(truth, 200, 11, 1e6), days)
+    observed = level * np.exp(np.random.default_rng(12).normal(0.0, 0.3, level.shape))
+    quantifiable = (observed >= LLOQ).astype(float)
+    fit = fit_persistence_variability(
+        days, quantifiable, truth, ["Fb", "beta"], LLOQ, 0.3, start=[2.0, 0.5], n_sim=1000
+    )
+    assert fit.converged
+    for name, (_, sd) in PERSISTENCE_VARIABILITY.items():
+        assert abs(fit.omega[name] - sd) <= 2 * fit.se[name], (name, fit.omega[name], fit.se)
+    marks = (365, 730)
+    rows = [
+        ck.scenarios(pop, doses=[1e6], n=3000, seed=5).persistence(LLOQ, landmarks=marks)
+        for pop in (truth, fit.population)
+    ]
+    for day in marks:
+        column = f"detectable_{day}"
+        assert abs(rows[1][column].iloc[0] - rows[0][column].iloc[0]) <= 0.05
+
+
+def test_km_band_is_seeded_and_brackets_the_truth():
+    table = pd.DataFrame({"persistence": np.linspace(1, 1000, 2001), "status": 0})
+    band = km_band(table, 50, [250, 500], n_rep=400, seed=2)
+    pd.testing.assert_frame_equal(band, km_band(table, 50, [250, 500], 400, 2))
+    truth = np.array([(table["persistence"] > t).mean() for t in (250, 500)])
+    assert np.all(band["p5"] < truth) and np.all(truth < band["p95"])
+
+
+def test_fitted_subject_persistence_is_the_closed_form_at_its_estimates():
+    data = ck.read_dataset(Path(__file__).resolve().parents[1] / "data" / "phase1_trial.csv")
+    fit = ck.fit("ck_stein", data, id=3)
+    found = fit.persistence(10.0, horizon=5000.0)
+    e = fit.estimates
+    c0 = e["C0"] * (fit.covariates["DOSE"] / 1e6) ** e["dose_exp"]
+    args = (c0, e["rho"], e["tmax"], e["Fb"], e["alpha"], e["beta"])
+    truth = brentq(lambda t: stein_level(t, *args) - 10.0, e["tmax"], 5000.0, xtol=1e-12)
+    assert found["persistence"].iloc[0] == pytest.approx(truth, abs=1e-3)
+    assert bool(found["event"].iloc[0])

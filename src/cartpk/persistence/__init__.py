@@ -12,13 +12,15 @@ Modules, by job:
 
 from .km import KaplanMeier, kaplan_meier, logrank_test
 from .observed import RULES, persistence
-from .predicted import fraction_detectable, loss_times, predicted_table
+from .predicted import fraction_detectable, km_band, levels_at, loss_times, predicted_table
 
 __all__ = [
     "RULES",
     "KaplanMeier",
     "fraction_detectable",
     "kaplan_meier",
+    "km_band",
+    "levels_at",
     "logrank_test",
     "loss_times",
     "persistence",

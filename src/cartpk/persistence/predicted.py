@@ -30,6 +30,8 @@ __all__ = [
     "ZOOM_POINTS",
     "ZOOM_ROUNDS",
     "fraction_detectable",
+    "km_band",
+    "levels_at",
     "loss_times",
     "predicted_table",
 ]
@@ -53,6 +55,25 @@ def _solve(model: Model, p: np.ndarray, t: np.ndarray, solver: tuple) -> tuple:
         p, t.ravel(), offsets, *no_doses, *solver, values, status, np.empty(m)
     )
     return values.reshape(m, k, -1), status
+
+
+def levels_at(
+    model: Model,
+    p: np.ndarray,
+    times: np.ndarray,
+    output: str = "CART",
+    solver: tuple[int, float, float, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``output`` of every subject (rows of ``p``) at the sorted ``times`` (days), shape
+    (m, len(times)), and the solver status per subject (NaN rows where it is not 0)."""
+    if output not in model.outputs:
+        raise ValueError(f"output {output!r}: not an output of {model.name} ({model.outputs})")
+    solver = solver or (method_code(model, None), 1e-8, 1e-10, 100_000)
+    times = np.asarray(times, float)
+    values, status = _solve(model, p, np.tile(times, (p.shape[0], 1)), solver)
+    level = values[:, :, model.outputs.index(output)]
+    level[status != 0] = np.nan
+    return level, status
 
 
 def loss_times(
@@ -141,3 +162,28 @@ def fraction_detectable(table: pd.DataFrame, landmarks: Sequence[float], horizon
     if solved.size == 0:
         return {float(x): np.nan for x in marks}
     return {float(x): float((solved > x).mean()) for x in marks}
+
+
+def km_band(
+    table: pd.DataFrame,
+    n: int,
+    times: Sequence[float] | np.ndarray,
+    n_rep: int = 200,
+    seed: int = 1,
+) -> pd.DataFrame:
+    """The model's prediction band for a trial of ``n`` subjects: ``n_rep`` trials drawn
+    with replacement from the solved virtual patients of ``table`` (predicted persistence,
+    days), each trial's fraction still detectable at ``times`` (days; no later than the
+    horizon), and per time the median, p5 and p95 over trials. Seeded: the same seed gives
+    the same band."""
+    solved = table.loc[table["status"] == 0, "persistence"].to_numpy()
+    if solved.size == 0:
+        raise ValueError("km_band: no solved virtual patients")
+    if not (isinstance(n, int | np.integer) and n >= 1 and n_rep >= 1):
+        raise ValueError(f"n {n!r} / n_rep {n_rep!r}: expected integers >= 1")
+    grid = np.asarray(times, float)
+    rng = np.random.default_rng(seed)
+    draws = solved[rng.integers(0, solved.size, size=(n_rep, n))]
+    fractions = (draws[:, :, None] > grid[None, None, :]).mean(axis=1)
+    q = np.percentile(fractions, [50, 5, 95], axis=0)
+    return pd.DataFrame({"time": grid, "median": q[0], "p5": q[1], "p95": q[2]})
