@@ -772,8 +772,16 @@ def scenarios(
         Path | None,
         typer.Option(help="Stream the per-patient table to this Parquet file (large n)."),
     ] = None,
+    lloq: Annotated[
+        float | None,
+        typer.Option(help="Also report predicted persistence per dose below this LLOQ."),
+    ] = None,
+    landmarks: Annotated[
+        str, typer.Option(help="Days for the fractions still detectable (with --lloq).")
+    ] = "180,365,730",
 ) -> None:
-    """Virtual patients at several doses: exposure and biomarker response per dose."""
+    """Virtual patients at several doses: exposure, biomarker response and (with --lloq)
+    predicted persistence per dose."""
     from .model import load_model
     from .population.result import PopulationFit
     from .scenarios import scenarios as run_scenarios
@@ -798,8 +806,23 @@ def scenarios(
         raise ValueError(f"--doses {doses!r}: expected numbers, e.g. 1e6,2e6,3e6") from None
     count = parse_count(n, "--n", minimum=1)
     n = check_patients(count, len(levels), write is not None)  # type: ignore[assignment]
+    days = []
+    if lloq is not None:
+        if not (math.isfinite(lloq) and lloq > 0):
+            raise ValueError(f"--lloq {lloq:g}: expected a positive LLOQ (the output's unit)")
+        try:
+            days = [float(part) for part in landmarks.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"--landmarks {landmarks!r}: expected days, e.g. 180,365") from None
+        if any(not 0 <= day <= 1825 for day in days):
+            raise ValueError(f"--landmarks {landmarks!r}: expected days in 0-1825 (the horizon)")
     result = run_scenarios(origin, doses=levels, n=n, seed=seed, write=write)
     show(f"{n} virtual patients per dose (seed {seed})", result.summary())
+    if lloq is not None:
+        show(
+            f"Predicted persistence below LLOQ {lloq:g} (days; horizon 1825)",
+            result.persistence(lloq, landmarks=days),
+        )
     for note in result.notes:
         typer.echo(f"warning: {note}", err=True)
     if write is not None:
