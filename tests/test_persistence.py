@@ -110,6 +110,7 @@ def test_km_hand_worked():
     assert km.summary["median"].iloc[0] == 8
     np.testing.assert_allclose(km.landmarks["survival"], [0.8, 0.8 * 2 / 3], rtol=1e-12)
     assert km.landmarks["n_at_risk"].tolist() == [3, 2]
+    np.testing.assert_allclose(km.survival_at([1, 2, 6, 9]), [1, 0.8, 0.8 * 2 / 3, 0])
 
 
 AML_MAINTAINED = ([9, 13, 13, 18, 23, 28, 31, 34, 45, 48, 161], [1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 0])
