@@ -12,6 +12,7 @@ from .individual import FitResult, FitTable, fit
 from .model import Model, list_models, load_model
 from .model.parameter_sets import list_parameter_sets
 from .nca import nca, nca_summary
+from .persistence import kaplan_meier, persistence
 from .population import PopulationFit, fit_population
 from .scenarios import Population, check_parameter_set, scenarios
 from .solve import simulate
@@ -34,11 +35,13 @@ __all__ = [
     "exposure",
     "fit",
     "fit_population",
+    "kaplan_meier",
     "list_models",
     "list_parameter_sets",
     "load_model",
     "nca",
     "nca_summary",
+    "persistence",
     "read_dataset",
     "scenarios",
     "simulate",

@@ -786,8 +786,16 @@ def scenarios(
         Path | None,
         typer.Option(help="Stream the per-patient table to this Parquet file (large n)."),
     ] = None,
+    lloq: Annotated[
+        float | None,
+        typer.Option(help="Also report predicted persistence per dose below this LLOQ."),
+    ] = None,
+    landmarks: Annotated[
+        str, typer.Option(help="Days for the fractions still detectable (with --lloq).")
+    ] = "180,365,730",
 ) -> None:
-    """Virtual patients at several doses: exposure and biomarker response per dose."""
+    """Virtual patients at several doses: exposure, biomarker response and (with --lloq)
+    predicted persistence per dose."""
     from .model import load_model
     from .population.result import PopulationFit
     from .scenarios import scenarios as run_scenarios
@@ -812,8 +820,23 @@ def scenarios(
         raise ValueError(f"--doses {doses!r}: expected numbers, e.g. 1e6,2e6,3e6") from None
     count = parse_count(n, "--n", minimum=1)
     n = check_patients(count, len(levels), write is not None)  # type: ignore[assignment]
+    days = []
+    if lloq is not None:
+        if not (math.isfinite(lloq) and lloq > 0):
+            raise ValueError(f"--lloq {lloq:g}: expected a positive LLOQ (the output's unit)")
+        try:
+            days = [float(part) for part in landmarks.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"--landmarks {landmarks!r}: expected days, e.g. 180,365") from None
+        if any(not 0 <= day <= 1825 for day in days):
+            raise ValueError(f"--landmarks {landmarks!r}: expected days in 0-1825 (the horizon)")
     result = run_scenarios(origin, doses=levels, n=n, seed=seed, write=write)
     show(f"{n} virtual patients per dose (seed {seed})", result.summary())
+    if lloq is not None:
+        show(
+            f"Predicted persistence below LLOQ {lloq:g} (days; horizon 1825)",
+            result.persistence(lloq, landmarks=days),
+        )
     for note in result.notes:
         typer.echo(f"warning: {note}", err=True)
     if write is not None:
@@ -826,6 +849,61 @@ def scenarios(
         result.plot_exposure(plots / "exposure.png")
         result.plot_bands(plots / "bands.png")
         typer.echo(f"wrote {plots / 'exposure.png'} and {plots / 'bands.png'}")
+
+
+@app.command()
+@reports_errors
+def persistence(
+    file: Annotated[Path, typer.Argument(help="Dataset (CSV, long NONMEM-style format).")],
+    analyte: Annotated[str | None, typer.Option(help="Analyte, e.g. CART.")] = None,
+    landmarks: Annotated[
+        str, typer.Option(help="Days for the fractions still detectable, comma-separated.")
+    ] = "180,365,730",
+    by: Annotated[
+        str | None, typer.Option(help="Covariate to group by (log-rank), e.g. DOSE.")
+    ] = None,
+    lloq: Annotated[
+        float | None, typer.Option(help="LLOQ for every row (default: the LLOQ/CENS columns).")
+    ] = None,
+    rule: Annotated[
+        str, typer.Option(help="tlast, or consecutive (first of --k consecutive BLQ samples).")
+    ] = "tlast",
+    k: Annotated[int, typer.Option(help="Consecutive BLQ samples confirming a loss.")] = 2,
+    censor: Annotated[
+        str | None, typer.Option(help="0/1 columns ending follow-up (e.g. DROPOUT,NEWTHERAPY).")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the Kaplan-Meier figure.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the per-subject table (CSV).")
+    ] = None,
+) -> None:
+    """Persistence: per subject (tlast, tbql, duration, censoring), then Kaplan-Meier."""
+    from .persistence import kaplan_meier
+    from .persistence import persistence as per_subject
+
+    check_outputs([(output, "-o", "file"), (plot, "--plot", "figure")], inputs=[file])
+    try:
+        days = [float(part) for part in landmarks.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--landmarks {landmarks!r}: expected days, e.g. 180,365,730") from None
+    columns = [c.strip() for c in censor.split(",") if c.strip()] if censor else []
+    table = per_subject(file, analyte, lloq=lloq, rule=rule, k=k, censor=columns, by=by)
+    km = kaplan_meier(table, by=by, landmarks=days)
+    show(f"Persistence per subject ({table['rule'].iloc[0]}; days)", table)
+    show("Kaplan-Meier (days; 95 % CI, log-log; NaN: not reached)", km.summary)
+    show("Fraction still detectable at the landmarks", km.landmarks)
+    if by is not None:
+        test = km.logrank
+        typer.echo(
+            f"\nlog-rank test across {by}: chi-square {test['chisq']:.4g} on {test['df']} df, "
+            f"p = {test['p']:.4g}"
+        )
+    if output is not None:
+        table.to_csv(output, index=False)
+        typer.echo(f"wrote {output}")
+    if plot is not None:
+        km.plot(plot)
+        typer.echo(f"wrote {plot}")
 
 
 @app.command()

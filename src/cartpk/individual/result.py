@@ -25,6 +25,7 @@ from ..errors import FitError, FitWarning, SolverError
 from ..exposure import exposure as model_exposure
 from ..likelihood import ERROR_MODELS, on_scale, residual_sd
 from ..model import Model
+from ..persistence.predicted import loss_times, predicted_table
 from ..reports import (
     cartpk_version,
     check_format,
@@ -230,6 +231,19 @@ class FitResult:
             axis=0,
         )
         return frame[inside].reset_index(drop=True)
+
+    def persistence(
+        self, lloq: float, horizon: float = 1825.0, output: str | None = None
+    ) -> pd.DataFrame:
+        """Predicted persistence at the estimates: the day (``persistence``) the output
+        (default the first) falls below ``lloq`` (output unit) for good, located on the ODE
+        solution, or the ``horizon`` (days, default 5 years) with ``event`` False when it
+        is still above it then. Re-infusions are not supported here."""
+        if self._dose_pairs() is not None:
+            raise ValueError("persistence: not available for a subject with re-infusions")
+        p = self.model.pack(self.model_values()[None, :], self.covariates or None)
+        found = loss_times(self.model, p, lloq, output or self.model.outputs[0], horizon)
+        return predicted_table(found, [self.subject])
 
     def exposure(
         self,

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..model import Model
+from ..persistence.predicted import loss_times, predicted_table
 from ..reports import (
     cartpk_version,
     check_format,
@@ -237,6 +238,22 @@ class PopulationFit:
         )
 
     # --- diagnostics (diagnostics.py) -------------------------------------------------
+
+    def persistence(
+        self, lloq: float, horizon: float = 1825.0, output: str | None = None
+    ) -> pd.DataFrame:
+        """Predicted persistence of each fitted subject (conditional modes): the day the
+        output (default the first) falls below ``lloq`` for good, located on the ODE
+        solution, or the ``horizon`` (days, default 5 years) with ``event`` False. For
+        virtual patients use ``scenarios(fit, ...).persistence(...)``. Re-infusions are not
+        supported here."""
+        if self.doses is not None and not self.doses.empty:
+            raise ValueError("persistence: not available for subjects with re-infusions")
+        params = self.individual_parameters().drop(columns="ID").to_numpy(float)
+        covariates = self.covariates if self.covariates.size else None
+        p = self.model.pack(params, covariates)
+        found = loss_times(self.model, p, lloq, output or self.model.outputs[0], horizon)
+        return predicted_table(found, self.ids)
 
     def predictions(self, n_sim: int = 1000, seed: int = 1) -> pd.DataFrame:
         """Population and individual predictions, IWRES and NPDE, one row per observation.

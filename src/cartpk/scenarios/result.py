@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..exposure import _output_index
+from ..persistence.km import kaplan_meier
+from ..persistence.predicted import fraction_detectable, loss_times, predicted_table
 from ..solve import STATUS_REASONS
 from .checks import checked_band_times
 from .chunk import KERNEL_LOCK, LOCAL_CHUNK, ChunkSettings, solve_at
@@ -179,6 +181,60 @@ class ScenarioResult:
                 values, _ = solve_at(kernels, packed[chosen], flat, offsets, settings)
             curves[chosen] = values[:, k].reshape(chosen.size, grid.size)
         return curves[~np.isnan(curves).any(axis=1)]
+
+    def persistence_table(
+        self, lloq: float, horizon: float = 1825.0, output: str | None = None
+    ) -> pd.DataFrame:
+        """Predicted persistence of every patient at every dose: DOSE, ID, persistence (day
+        the output falls below ``lloq`` for good, located on the ODE solution; the horizon
+        when still above it there), event (False: beyond the horizon), beyond_horizon,
+        status (NaN persistence for patients that could not be solved). ``lloq`` in the
+        output's unit, ``horizon`` in days (default 5 years, a choice of cartpk)."""
+        output = output or self.output
+        frames = []
+        for d, dose in enumerate(self.doses):
+            for lo in range(0, self.n, LOCAL_CHUNK):
+                hi = min(lo + LOCAL_CHUNK, self.n)
+                packed = self._cohort.patients(d, lo, hi)[1]
+                with KERNEL_LOCK:
+                    found = loss_times(
+                        self.population.model,
+                        packed,
+                        lloq,
+                        output,
+                        horizon,
+                        solver=self._settings.solver,
+                    )
+                table = predicted_table(found, np.arange(lo + 1, hi + 1))
+                table.insert(0, "DOSE", dose)
+                frames.append(table)
+        return pd.concat(frames, ignore_index=True)
+
+    def persistence(
+        self,
+        lloq: float,
+        landmarks: Sequence[float] = (180, 365, 730),
+        horizon: float = 1825.0,
+        output: str | None = None,
+    ) -> pd.DataFrame:
+        """Predicted persistence per dose: n, n_failed, the median loss time (days; NaN
+        when more than half are beyond the horizon), the fraction beyond the horizon and
+        the fraction still detectable (at or above ``lloq``) at each landmark day
+        (``detectable_<day>``). Over the solved patients; see :meth:`persistence_table`."""
+        table = self.persistence_table(lloq, horizon, output)
+        rows = []
+        for dose, part in table.groupby("DOSE", sort=False):
+            solved = part[part["status"] == 0]
+            row = {"DOSE": dose, "n": len(part), "n_failed": int(len(part) - len(solved))}
+            curve = kaplan_meier(solved, landmarks=()).summary if len(solved) else None
+            row["median_persistence"] = (
+                float(curve["median"].iloc[0]) if curve is not None else np.nan
+            )
+            row["beyond_horizon"] = float(solved["beyond_horizon"].mean())
+            for day, value in fraction_detectable(solved, landmarks, horizon).items():
+                row[f"detectable_{day:g}"] = value
+            rows.append(row)
+        return pd.DataFrame(rows)
 
     def plot_exposure(self, path: str | PathLike[str] | None = None) -> Figure:
         """Distribution of cmax, tmax and AUC per dose (box 25-75 %, whiskers 5-95 %)."""
