@@ -45,7 +45,8 @@ from .threads import over_items
 #: with ``scales.py``, whose transform the MCMC kernel inlines.
 KERNEL_MODULES = (codes, contract, workspace, dopri5, rodas, integrate, exposure, likelihood,
                   mcmc)  # fmt: skip
-clear_stale(KERNEL_MODULES, [Path(__file__).parents[1] / "scales.py"])
+#: The digest of the kernel sources: what a compiled kernel cache was compiled from.
+KERNEL_DIGEST = clear_stale(KERNEL_MODULES, [Path(__file__).parents[1] / "scales.py"])
 
 #: Kernels that take the model (its function tuple and dims) as their first two arguments.
 MODEL_KERNELS = {

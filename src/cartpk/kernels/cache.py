@@ -48,14 +48,16 @@ def _cache_directories(modules: Iterable[ModuleType]) -> dict[Path, set[str]]:
     return found
 
 
-def clear_stale(modules: Iterable[ModuleType], also: Iterable[Path] = ()) -> None:
+def clear_stale(modules: Iterable[ModuleType], also: Iterable[Path] = ()) -> str:
     """Delete the modules' numba cache files wherever they predate the current sources: the
     modules' own files and ``also`` (files of jitted code they inline, e.g. ``scales.py``).
 
     A directory that cannot be written is left to numba (which then does not cache there).
+    Returns the sources' digest (:func:`source_digest`).
     """
     modules = list(modules)
-    marker = MARKER_PREFIX + source_digest([*(Path(m.__file__) for m in modules), *also])
+    digest = source_digest([*(Path(m.__file__) for m in modules), *also])
+    marker = MARKER_PREFIX + digest
     for directory, stems in _cache_directories(modules).items():
         if (directory / marker).exists():
             continue
@@ -69,3 +71,4 @@ def clear_stale(modules: Iterable[ModuleType], also: Iterable[Path] = ()) -> Non
             (directory / marker).touch()
         except OSError:
             continue
+    return digest

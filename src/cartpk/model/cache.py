@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import ModelError
-from ..kernels import ModelKernels
+from ..kernels import KERNEL_DIGEST, ModelKernels
 from .codegen import _cartpk_version
 
 
@@ -73,9 +73,7 @@ def _note_kernel_compile() -> None:
     sources and the cartpk and numba versions marks that it was given)."""
     if COMPILE_NOTICE is None:
         return
-    digest = hashlib.sha256(f"{_cartpk_version()} {version('numba')}".encode())
-    for source in sorted(Path(__file__).with_name("kernels").glob("*.py")):
-        digest.update(source.read_bytes())
+    digest = hashlib.sha256(f"{_cartpk_version()} {version('numba')} {KERNEL_DIGEST}".encode())
     marker = cache_dir() / f"kernels-{digest.hexdigest()[:16]}.compiled"
     if not marker.is_file():
         COMPILE_NOTICE(
