@@ -10,7 +10,6 @@ the table rows) is ``cartpk.scenarios.run``.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,6 @@ import numpy as np
 from ..kernels import ModelKernels
 
 __all__ = [
-    "KERNEL_LOCK",
     "LOCAL_CHUNK",
     "ChunkSettings",
     "solve_at",
@@ -30,9 +28,6 @@ LOCAL_CHUNK = 10_000
 #: Refinement of biomarker crossings on the ODE solution: pieces per bracket, rounds.
 ZOOM_POINTS = 64
 ZOOM_ROUNDS = 2
-
-#: Held while a thread loads or calls the kernels (a run's tasks and ScenarioResult.bands).
-KERNEL_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)

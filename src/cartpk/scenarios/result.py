@@ -16,7 +16,7 @@ from ..persistence.km import kaplan_meier
 from ..persistence.predicted import fraction_detectable, loss_times, predicted_table
 from ..solve import STATUS_REASONS
 from .checks import checked_band_times
-from .chunk import KERNEL_LOCK, LOCAL_CHUNK, ChunkSettings, solve_at
+from .chunk import LOCAL_CHUNK, ChunkSettings, solve_at
 from .population import Cohort, Population
 from .response import Response
 
@@ -177,8 +177,7 @@ class ScenarioResult:
             settings = replace(self._settings, method=int(code))
             offsets = np.arange(chosen.size + 1, dtype=np.int64) * grid.size
             flat = np.tile(grid, chosen.size)
-            with KERNEL_LOCK:
-                values, _ = solve_at(kernels, packed[chosen], flat, offsets, settings)
+            values, _ = solve_at(kernels, packed[chosen], flat, offsets, settings)
             curves[chosen] = values[:, k].reshape(chosen.size, grid.size)
         return curves[~np.isnan(curves).any(axis=1)]
 
@@ -196,15 +195,14 @@ class ScenarioResult:
             for lo in range(0, self.n, LOCAL_CHUNK):
                 hi = min(lo + LOCAL_CHUNK, self.n)
                 packed = self._cohort.patients(d, lo, hi)[1]
-                with KERNEL_LOCK:
-                    found = loss_times(
-                        self.population.model,
-                        packed,
-                        lloq,
-                        output,
-                        horizon,
-                        solver=self._settings.solver,
-                    )
+                found = loss_times(
+                    self.population.model,
+                    packed,
+                    lloq,
+                    output,
+                    horizon,
+                    solver=self._settings.solver,
+                )
                 table = predicted_table(found, np.arange(lo + 1, hi + 1))
                 table.insert(0, "DOSE", dose)
                 frames.append(table)

@@ -36,7 +36,7 @@ from ..kernels import ModelKernels
 from ..model import Model, compiled_kernels
 from ..solve import METHODS, check_tolerances, method_code
 from .checks import checked_count, checked_doses, checked_times
-from .chunk import KERNEL_LOCK, LOCAL_CHUNK, ChunkSettings, solve_chunk
+from .chunk import LOCAL_CHUNK, ChunkSettings, solve_chunk
 from .population import Cohort, Population, subject_values
 from .response import Response, resolve_response, response_columns, response_flags
 from .result import ScenarioResult
@@ -73,8 +73,7 @@ def _run_chunk(source: _KernelSource, p: np.ndarray, s: ChunkSettings) -> dict[s
     Stiff patients need nothing here: with the default method ``auto`` the kernels switch
     a patient to Rodas, or solve it again with Rodas, themselves.
     """
-    with KERNEL_LOCK:
-        return solve_chunk(source.load(), p, s)
+    return solve_chunk(source.load(), p, s)
 
 
 @dataclass(frozen=True, eq=False)
