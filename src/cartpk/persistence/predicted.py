@@ -3,9 +3,10 @@
 For each subject (a row of ``Model.pack``) the output is solved on a coarse grid from 0 to
 the horizon (one batched solve of all subjects, parallel in the numba kernels); the last
 grid time at or above the LLOQ and the next one bracket the final crossing, which is then
-narrowed on the ODE solution itself: each round cuts every bracket into ZOOM_POINTS pieces
-and solves all subjects at those times in one batch (a vectorised K-section search, K =
-ZOOM_POINTS), ZOOM_ROUNDS times, and the last piece is interpolated on the log scale. A
+narrowed on the ODE solution itself (``crossings.narrow``): each round cuts every bracket
+into ZOOM_POINTS pieces and solves all subjects at those times in one batch (a vectorised
+K-section search, K = ZOOM_POINTS), ZOOM_ROUNDS times, and the last piece is interpolated
+on the log scale. A
 7-day grid so ends with pieces of 7 / 32^4 = 7e-6 day. A subject still at or above the
 LLOQ at the horizon is "beyond the horizon" (censored there); one never at or above it on
 the grid has loss time 0. An excursion above the LLOQ that starts and ends between two
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..crossings import narrow, solve_at
 from ..model import Model
 from ..solve import method_code
 
@@ -45,15 +47,11 @@ ZOOM_ROUNDS = 4
 
 
 def _solve(model: Model, p: np.ndarray, t: np.ndarray, solver: tuple) -> tuple:
-    """Outputs at each subject's row of times ``t`` (m, k) and the status per subject."""
+    """Outputs at each subject's row of times ``t`` (m, k), shape (m, k, n_outputs), and
+    the status per subject."""
     m, k = t.shape
     offsets = np.arange(m + 1, dtype=np.int64) * k
-    values = np.empty((m * k, len(model.outputs)))
-    status = np.zeros(m, dtype=np.int64)
-    no_doses = (np.empty(0), np.empty(0), np.zeros(m + 1, dtype=np.int64))
-    model.kernels.solve_batch(
-        p, t.ravel(), offsets, *no_doses, *solver, values, status, np.empty(m)
-    )
+    values, status = solve_at(model.kernels, p, t.ravel(), offsets, solver)
     return values.reshape(m, k, -1), status
 
 
@@ -117,18 +115,20 @@ def loss_times(
     time = np.where(beyond, horizon, 0.0)
     todo = np.flatnonzero(seen & ~beyond & (status == 0))
     if todo.size:
-        a, b = grid[last[todo]], grid[last[todo] + 1]
-        fa = fb = None
-        for _ in range(ZOOM_ROUNDS):
-            pts = a[:, None] + (b - a)[:, None] * np.linspace(0.0, 1.0, ZOOM_POINTS + 1)
-            v, s = _solve(model, p[todo], pts, solver)
-            status[todo] = np.where(status[todo] == 0, s, status[todo])
-            level = v[:, :, k_out]
-            ok = level >= lloq
-            j = np.clip(ZOOM_POINTS + 1 - np.argmax(ok[:, ::-1], axis=1), 1, ZOOM_POINTS)
-            i = np.arange(todo.size)
-            a, b = pts[i, j - 1], pts[i, j]
-            fa, fb = level[i, j - 1], level[i, j]
+        a, b, fa, fb = narrow(
+            model.kernels,
+            p,
+            solver,
+            k_out,
+            todo,
+            grid[last[todo]],
+            grid[last[todo] + 1],
+            np.full(todo.size, float(lloq)),
+            status,
+            ZOOM_POINTS,
+            ZOOM_ROUNDS,
+            final=True,
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
             width = np.where(fb > 0, np.log(fa / lloq) / np.log(fa / fb), 1.0)
         time[todo] = a + np.clip(width, 0.0, 1.0) * (b - a)

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..crossings import narrow, solve_at
 from ..kernels import ModelKernels
 
 __all__ = [
     "LOCAL_CHUNK",
     "ChunkSettings",
-    "solve_at",
     "solve_chunk",
 ]
 
@@ -64,25 +64,13 @@ def solve_chunk(kernels: ModelKernels, p: np.ndarray, s: ChunkSettings) -> dict[
     return out
 
 
-def solve_at(
-    kernels: ModelKernels, p: np.ndarray, t_flat: np.ndarray, t_off: np.ndarray, s: ChunkSettings
-) -> tuple[np.ndarray, np.ndarray]:
-    """All outputs at each patient's sorted times, and the status per patient."""
-    m = p.shape[0]
-    values = np.empty((t_flat.size, kernels.n_outputs))
-    status = np.zeros(m, dtype=np.int64)
-    no_doses = (np.empty(0), np.empty(0), np.zeros(m + 1, dtype=np.int64))
-    kernels.solve_batch(p, t_flat, t_off, *no_doses, *s.solver, values, status, np.empty(m))
-    return values, status
-
-
 def _responses(
     kernels: ModelKernels, p: np.ndarray, s: ChunkSettings, status: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Baseline and first times at or below the PR and CR thresholds (NaN: not reached)."""
     m, n_t = p.shape[0], s.times.size
     offsets = np.arange(m + 1, dtype=np.int64) * n_t
-    values, grid_status = solve_at(kernels, p, np.tile(s.times, m), offsets, s)
+    values, grid_status = solve_at(kernels, p, np.tile(s.times, m), offsets, s.solver)
     curve = values[:, s.k_bio].reshape(m, n_t)
     np.copyto(status, grid_status, where=status == 0)
     baseline = curve[:, 0]
@@ -131,36 +119,10 @@ def _first_crossings(
     if rows.size == 0:
         return out
     level = thresholds[rows, which]
-    fa = fb = None
-    for _ in range(ZOOM_ROUNDS):
-        a, b, fa, fb = _zoom(kernels, p, s, level, a, b, status, rows)
+    a, b, fa, fb = narrow(
+        kernels, p, s.solver, s.k_bio, rows, a, b, level, status, ZOOM_POINTS, ZOOM_ROUNDS
+    )
+    fa, fb = fa - level, fb - level
     width = np.where(fa > fb, fa / (fa - fb), 1.0)
     out[rows, which] = np.where(status[rows] == 0, a + width * (b - a), np.nan)
     return out
-
-
-def _zoom(kernels, p, s, level, a, b, status, rows) -> tuple[np.ndarray, ...]:
-    """Narrow each bracket [a, b] of a crossing of ``level`` to one of ZOOM_POINTS pieces.
-
-    ``rows``: the patient (row of ``p``) of each bracket. A patient's brackets (PR and CR)
-    are evaluated on one solve, their times merged and sorted; the values are put back in
-    bracket order.
-    """
-    grid = a[:, None] + (b - a)[:, None] * np.linspace(0.0, 1.0, ZOOM_POINTS + 1)
-    patients, inverse = np.unique(rows, return_inverse=True)
-    flat = grid.ravel()
-    owner = np.repeat(inverse, ZOOM_POINTS + 1)
-    order = np.lexsort((flat, owner))
-    offsets = np.zeros(patients.size + 1, dtype=np.int64)
-    np.cumsum(np.bincount(owner, minlength=patients.size), out=offsets[1:])
-    merged, solved = solve_at(kernels, p[patients], flat[order], offsets, s)
-    values = np.empty_like(merged)
-    values[order] = merged
-    solved = solved[inverse]
-    first_failure = (solved != 0) & (status[rows] == 0)
-    status[rows[first_failure]] = solved[first_failure]
-    f = values[:, s.k_bio].reshape(grid.shape) - level[:, None]
-    j = np.clip(np.argmax(f <= 0, axis=1), 1, ZOOM_POINTS)
-    j[~(f <= 0).any(axis=1)] = ZOOM_POINTS
-    i = np.arange(a.size)
-    return grid[i, j - 1], grid[i, j], f[i, j - 1], f[i, j]

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ..crossings import solve_at
 from ..exposure import _output_index
 from ..persistence.km import kaplan_meier
 from ..persistence.predicted import fraction_detectable, loss_times, predicted_table
 from ..solve import STATUS_REASONS
 from .checks import checked_band_times
-from .chunk import LOCAL_CHUNK, ChunkSettings, solve_at
+from .chunk import LOCAL_CHUNK, ChunkSettings
 from .population import Cohort, Population
 from .response import Response
 
@@ -177,7 +178,7 @@ class ScenarioResult:
             settings = replace(self._settings, method=int(code))
             offsets = np.arange(chosen.size + 1, dtype=np.int64) * grid.size
             flat = np.tile(grid, chosen.size)
-            values, _ = solve_at(kernels, packed[chosen], flat, offsets, settings)
+            values, _ = solve_at(kernels, packed[chosen], flat, offsets, settings.solver)
             curves[chosen] = values[:, k].reshape(chosen.size, grid.size)
         return curves[~np.isnan(curves).any(axis=1)]
 
