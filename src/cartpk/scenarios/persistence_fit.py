@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 from ..persistence.predicted import levels_at
 from .population import Cohort, Population
@@ -112,8 +112,7 @@ def fit_persistence_variability(
         log_p, log_not = stats.norm.logcdf(z), stats.norm.logsf(z)
         per = q @ log_p.T + (1 - q) @ log_not.T  # (subjects, virtual patients)
         per = np.where(np.isfinite(per), per, -np.inf)
-        top = per.max(axis=1, keepdims=True)
-        like = top[:, 0] + np.log(np.mean(np.exp(per - top), axis=1))
+        like = special.logsumexp(per, axis=1) - np.log(per.shape[1])
         return float(-2 * like.sum())
 
     found = optimize.minimize(
