@@ -66,7 +66,8 @@ def test_numba_likelihood_kernel_against_scipy(stein, kind, code, ea, eb) -> Non
     lloq = np.full(t.size, 2.0 * f[-1])
     p = stein.pack(dict(zip(("C0", "rho", "tmax", "Fb", "alpha", "beta"), truth, strict=True)))[0]
     args = (
-        p, t, np.zeros(t.size, dtype=np.int64), dv, cens, lloq, np.full(t.size, code),
+        p, t, np.zeros(t.size, dtype=np.int64), dv, cens, lloq, np.full(t.size, -np.inf),
+        np.full(t.size, code),
         np.full(t.size, ea), np.full(t.size, eb), np.empty(0), np.empty(0),
         np.array([0.0, 1e-10, 1e-12, 1e5]), np.empty((t.size, 1)),
     )  # fmt: skip
@@ -96,8 +97,8 @@ def test_far_tail_of_the_m3_term(stein) -> None:
         lloq = pred * np.exp(z * 0.1)
         args = (
             p, t, np.zeros(1, dtype=np.int64), lloq, np.ones(1, dtype=np.int64), lloq,
-            np.zeros(1, dtype=np.int64), np.full(1, 0.1), np.zeros(1), np.empty(0),
-            np.empty(0), np.array([0.0, 1e-10, 1e-12, 1e5]), np.empty((1, 1)),
+            np.full(1, -np.inf), np.zeros(1, dtype=np.int64), np.full(1, 0.1), np.zeros(1),
+            np.empty(0), np.empty(0), np.array([0.0, 1e-10, 1e-12, 1e5]), np.empty((1, 1)),
         )  # fmt: skip
         assert f(*args) == pytest.approx(-2 * stats.norm.logcdf(z), rel=1e-7)
 

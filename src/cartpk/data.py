@@ -2,8 +2,27 @@
 
 One row per observation or dose. Columns (case-insensitive): ID, TIME (days since CAR-T
 infusion), DV (observed value in the analyte's unit), ANALYTE (alias DVID), LLOQ, CENS
-(alias BLQ; 1 = below LLOQ), EVID (1 = dose record), AMT (dose, CAR-T cells/kg), MDV
-(1 = ignore DV); every other column is a covariate (DOSE, WT, ...).
+(alias BLQ; 1 = censored), LIMIT (lower bound of a censored value), EVID (1 = dose record),
+AMT (dose, CAR-T cells/kg), MDV (1 = ignore DV); every other column is a covariate (DOSE,
+WT, ...).
+
+Censored observations follow Monolix's CENSORING / LIMIT convention (the MonolixSuite data
+set documentation, "Columns used to define observations"; nlmixr2 reads the same CENS and
+LIMIT columns, its M3/M4 methods):
+
+* CENS = 1 without a LIMIT (empty or "."): below the LLOQ, the value lies in
+  (−inf, LLOQ] on the error model's scale ((0, LLOQ] for a log error model): Beal's M3.
+  The bound is the LLOQ column, or DV when the table has no LLOQ column (a missing DV
+  takes the LLOQ).
+* CENS = 1 with a LIMIT: interval-censored, the value lies in [LIMIT, DV] (same unit as
+  DV; DV is the upper bound, as in Monolix, and a missing DV takes the row's LLOQ). This
+  is how a titre is given: "1:32" between the dilution steps 1:10 and 1:32 is LIMIT = 10,
+  DV = 32. LIMIT = 0 is a lower bound of 0: for a log error model that is no lower bound
+  (the M3 term up to DV); for the other error models, which put mass below 0, it is
+  P(0 <= Y <= DV), as in Monolix.
+* CENS = 0: quantified; LIMIT must be empty.
+
+Right-censoring (Monolix's CENS = −1) is not supported: CENS must be 0 or 1.
 
 Every problem raises :class:`cartpk.errors.DataError` naming the column, the first
 offending rows (1-based data rows of the user's table) and what is wrong. The caller's
@@ -31,11 +50,11 @@ import pandas as pd
 
 from .errors import DataError
 
-STANDARD = ("ID", "TIME", "DV", "ANALYTE", "LLOQ", "CENS", "EVID", "AMT", "MDV")
+STANDARD = ("ID", "TIME", "DV", "ANALYTE", "LLOQ", "CENS", "LIMIT", "EVID", "AMT", "MDV")
 ALIASES = {"DVID": "ANALYTE", "BLQ": "CENS"}
 SHOWN_ROWS = 5
 # columns the reader adds after the user's, in this order, when the table lacks them
-ADDED = ("ROW", "CENS", "EVID", "MDV", "LLOQ", "AMT", "ANALYTE")
+ADDED = ("ROW", "CENS", "EVID", "MDV", "LLOQ", "AMT", "ANALYTE", "LIMIT")
 MISSING_TEXT = ("", ".")  # cell contents that mean "missing" (NONMEM writes ".")
 SHOWN_CHARS = 40  # a value echoed in a message is cut to this many characters
 
@@ -130,15 +149,15 @@ def required(raw: dict[str, pd.Series], names: list[str]) -> dict[str, np.ndarra
 
 
 def flags(raw: dict[str, pd.Series], n: int) -> dict[str, np.ndarray]:
-    """CENS, EVID, MDV (0 where absent or empty; must be 0 or 1), LLOQ and AMT (NaN where
-    absent) as float arrays."""
+    """CENS, EVID, MDV (0 where absent or empty; must be 0 or 1), LLOQ, AMT and LIMIT (NaN
+    where absent) as float arrays."""
     out = {}
     for column in ("CENS", "EVID", "MDV"):
         values = numeric(raw[column], column) if column in raw else np.zeros(n)
         values[np.isnan(values)] = 0.0
         fail((values != 0.0) & (values != 1.0), column, "must be 0 or 1")
         out[column] = values
-    for column in ("LLOQ", "AMT"):
+    for column in ("LLOQ", "AMT", "LIMIT"):
         out[column] = numeric(raw[column], column) if column in raw else np.full(n, np.nan)
         fail(np.isinf(out[column]), column, NOT_FINITE)
     return out
@@ -207,18 +226,49 @@ def covariate(raw: pd.Series, column: str) -> pd.Series:
 
 
 def check_censoring(c: dict[str, np.ndarray], has_lloq: bool) -> None:
-    """Censored rows need an LLOQ: the LLOQ column, or DV when there is no such column
-    (copied into LLOQ)."""
-    cens = (c["EVID"] == 0) & (c["MDV"] == 0) & (c["CENS"] == 1)
+    """Censored rows need their bounds. Below the LLOQ (CENS=1, no LIMIT): an LLOQ, from the
+    LLOQ column, or DV when there is no such column (copied into LLOQ). Interval-censored
+    (CENS=1 with a LIMIT): the upper bound DV (or, where DV is empty, the LLOQ) above
+    LIMIT >= 0. A LIMIT on a row that is not censored is refused."""
+    obs = (c["EVID"] == 0) & (c["MDV"] == 0)
+    cens = obs & (c["CENS"] == 1)
+    limited = ~np.isnan(c["LIMIT"])
+    fail(
+        limited & (c["CENS"] == 0),
+        "LIMIT",
+        "LIMIT on a row with CENS=0 (LIMIT is the lower bound of a censored value, CENS=1; "
+        "leave it empty on other rows)",
+    )
+    fail(
+        limited & (c["LIMIT"] < 0),
+        "LIMIT",
+        "negative LIMIT (the lower bound of a concentration; 0 or empty means no lower bound "
+        "for a log error model)",
+    )
+    interval = cens & limited
+    below = cens & ~limited
     if has_lloq:
-        fail(cens & np.isnan(c["LLOQ"]), "LLOQ", "CENS=1 without an LLOQ")
+        fail(below & np.isnan(c["LLOQ"]), "LLOQ", "CENS=1 without an LLOQ")
+        upper = np.where(np.isnan(c["DV"]), c["LLOQ"], c["DV"])
     else:
         fail(
-            cens & np.isnan(c["DV"]),
+            below & np.isnan(c["DV"]),
             "CENS",
             "CENS=1 without an LLOQ (no LLOQ column and DV, which then holds the LLOQ, is empty)",
         )
         c["LLOQ"][cens] = c["DV"][cens]
+        upper = c["DV"]
+    fail(
+        interval & np.isnan(upper),
+        "DV",
+        "interval-censored row (CENS=1 with a LIMIT) without an upper bound: DV holds it "
+        "(the value lies in [LIMIT, DV])",
+    )
+    fail(
+        interval & ~(c["LIMIT"] < upper),
+        "LIMIT",
+        "LIMIT is not below the upper bound DV (the value lies in [LIMIT, DV])",
+    )
     fail(c["LLOQ"] < 0, "LLOQ", "negative LLOQ")
 
 
@@ -365,8 +415,8 @@ class Dataset:
     """A validated dataset: a canonical copy of the user's table and views on it.
 
     Attributes:
-        frame: the validated copy, columns ID, TIME (day), DV, ANALYTE, LLOQ, CENS, EVID,
-            AMT, MDV, the covariates and ROW (1-based row of the user's table), sorted by
+        frame: the validated copy, columns ID, TIME (day), DV, ANALYTE, LLOQ, CENS, LIMIT,
+            EVID, AMT, MDV, the covariates and ROW (1-based row of the user's table), sorted by
             ID then TIME.
         ids: subject IDs in order of appearance after sorting.
         analytes: the analytes observed.

@@ -1,8 +1,11 @@
-"""Pieces of the fitting objective: residual error models, the M3 term, priors.
+"""Pieces of the fitting objective: residual error models, censored points, priors.
 
 All functions return contributions to −2 log-likelihood (the full Gaussian constant
 included), so that objective values are comparable with NONMEM/nlmixr2 OFVs computed on
 the same scale. The ``log`` error model is Gaussian on log(DV): its −2LL is that of log(DV).
+
+These numpy functions are the tested reference of the numba likelihood kernels
+(:mod:`cartpk.kernels.likelihood`), which compute the same terms the same way.
 """
 
 from __future__ import annotations
@@ -70,6 +73,44 @@ def m2ll_censored(kind: str, lloq: np.ndarray, pred: np.ndarray, error: dict) ->
     return -2 * log_ndtr(z)
 
 
+def log_ndtr_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log(Φ(b) − Φ(a)) elementwise for a < b (either may be infinite), without cancellation.
+
+    a = −inf gives log Φ(b) (the M3 term). An interval in the upper half (a + b > 0) is
+    turned round, Φ(b) − Φ(a) = Φ(−a) − Φ(−b), so that both CDFs are small where they are
+    taken; then log Φ(b) + log(−expm1(log Φ(a) − log Φ(b))). −inf where b <= a.
+    """
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
+    flip = a + b > 0
+    low, high = np.where(flip, -b, a), np.where(flip, -a, b)
+    log_high = log_ndtr(high)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = log_high + np.log(-np.expm1(log_ndtr(low) - log_high))
+    out = np.where(a == -np.inf, log_ndtr(b), out)
+    out = np.where(b == np.inf, log_ndtr(-a), out)
+    return np.where(b > a, out, -np.inf)
+
+
+def m2ll_interval(
+    kind: str, lower: np.ndarray, upper: np.ndarray, pred: np.ndarray, error: dict
+) -> np.ndarray:
+    """−2 log P(lower < Y <= upper) of each interval-censored observation.
+
+    Both bounds are standardised on the error model's scale with the SD at the prediction
+    (log bounds for ``log``, where a lower bound <= 0 is −inf); a lower bound of −inf is
+    the M3 term :func:`m2ll_censored`.
+    """
+    sd = residual_sd(kind, pred, error)
+    lower = np.asarray(lower, dtype=float)
+    if kind == "log":
+        lower = np.where(lower > 0, lower, -np.inf)
+    with np.errstate(invalid="ignore"):
+        z_low = (on_scale(kind, lower) - on_scale(kind, pred)) / sd
+    z_low = np.where(lower == -np.inf, -np.inf, z_low)
+    z_high = (on_scale(kind, upper) - on_scale(kind, pred)) / sd
+    return -2 * log_ndtr_diff(z_low, z_high)
+
+
 def prior_penalty(estimates: np.ndarray, means: np.ndarray, sds: np.ndarray) -> float:
     """−2 log of Gaussian priors on the estimation scale, without constants: Σ((θ−μ)/sd)²."""
     return float(np.sum(((estimates - means) / sds) ** 2))
@@ -84,6 +125,11 @@ class ObservationArrays:
     Doses at TIME 0 are not listed: the infusion is in the model's initial condition through
     the DOSE covariate. Observations before TIME 0 are counted, not used. ``notes`` says
     what the fit should report: observations not used, covariates reduced to their baseline.
+
+    A censored row (``cens`` 1) lies in (``limit``, ``lloq``]: ``lloq`` is its upper bound
+    (the LLOQ below the LLOQ, DV for an interval-censored row, CENS=1 with a LIMIT) and
+    ``limit`` its lower bound (the LIMIT; −inf for none, the M3 likelihood). ``limit`` is
+    −inf on quantified rows.
     """
 
     ids: list[Any]
@@ -93,6 +139,7 @@ class ObservationArrays:
     dv: np.ndarray
     cens: np.ndarray
     lloq: np.ndarray
+    limit: np.ndarray
     analyte: np.ndarray
     covariates: np.ndarray
     d_time: np.ndarray
@@ -106,7 +153,7 @@ class ObservationArrays:
         rows = slice(self.off[i], self.off[i + 1])
         return {
             name: getattr(self, name)[rows]
-            for name in ("time", "out", "dv", "cens", "lloq", "analyte")
+            for name in ("time", "out", "dv", "cens", "lloq", "limit", "analyte")
         }
 
 
@@ -160,14 +207,23 @@ def pack_observations(
     d_time, d_amt, d_off = reinfusions(ds, model, subjects)
     analyte = ds.column("ANALYTE")[rows].astype(str)
     names, index = np.unique(analyte, return_inverse=True)
+    dv = ds.column("DV")[rows].astype(np.float64)
+    cens = ds.column("CENS")[rows].astype(np.int64)
+    limit = (
+        ds.column("LIMIT")[rows].astype(np.float64)
+        if "LIMIT" in ds.frame.columns
+        else np.full(rows.size, np.nan)
+    )
+    interval = (cens == 1) & ~np.isnan(limit)
     return ObservationArrays(
         ids=subjects.ids,
         off=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         time=time[rows].astype(np.float64),
         out=np.array([model.outputs.index(a) for a in names], dtype=np.int64)[index],
-        dv=ds.column("DV")[rows].astype(np.float64),
-        cens=ds.column("CENS")[rows].astype(np.int64),
-        lloq=ds.column("LLOQ")[rows].astype(np.float64),
+        dv=dv,
+        cens=cens,
+        lloq=np.where(interval, dv, ds.column("LLOQ")[rows].astype(np.float64)),
+        limit=np.where(interval, limit, -np.inf),
         analyte=analyte,
         covariates=subject_covariate_matrix(ds, model, subjects),
         d_time=d_time,

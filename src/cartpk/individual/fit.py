@@ -1,12 +1,14 @@
 """Individual fits with lmfit: maximum likelihood (or MAP with priors), subject by subject.
 
 The objective is −2 log-likelihood over all analytes (error model per analyte, censored
-points by the M3 likelihood) plus a Gaussian prior penalty, evaluated by the model's numba
-likelihood kernel (``m2ll_one``: solve and sum in one compiled call, no scipy inside the
-loop). Parameters are estimated on their model scale (log, logit or none) and error
-parameters on the log scale. Standard errors come from a finite-difference Hessian of the
-objective on that scale (covariance = 2·H⁻¹), back-transformed by the delta method, with
-95 % intervals transformed from the estimation scale.
+points by the probability of their interval: below the LLOQ by Beal's M3, an
+interval-censored point, CENS=1 with a LIMIT, by −2 log(Φ(z_U) − Φ(z_L))) plus a Gaussian
+prior penalty, evaluated by the model's numba likelihood kernel (``m2ll_one``: solve and
+sum in one compiled call, no scipy inside the loop). Parameters are estimated on their
+model scale (log, logit or none) and error parameters on the log scale. Standard errors
+come from a finite-difference Hessian of the objective on that scale (covariance =
+2·H⁻¹), back-transformed by the delta method, with 95 % intervals transformed from the
+estimation scale.
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ class Problem:
         m2ll = np.empty(k)
         pred = np.empty((k, obs.time.size, len(self.model.outputs)))
         self.model.kernels.points_batch(
-            P, EA, EB, obs.time, obs.out, obs.dv, obs.cens, obs.lloq, c["kind"],
+            P, EA, EB, obs.time, obs.out, obs.dv, obs.cens, obs.lloq, obs.limit, c["kind"],
             obs.d_time, obs.d_amt, self.solver, pred, R, m2ll,
         )  # fmt: skip
         failed = ~np.isfinite(m2ll)
@@ -513,9 +515,17 @@ def local_optimum_notes(ill_determined: bool, n_starts: int, reached: int) -> li
 
 
 def observation_frame(obs: ObservationArrays) -> pd.DataFrame:
-    """The fitted rows of one subject: TIME, DV, CENS, LLOQ, ANALYTE."""
+    """The fitted rows of one subject: TIME, DV, CENS, LLOQ (a censored row's upper bound),
+    LIMIT (its lower bound, NaN for none), ANALYTE."""
     return pd.DataFrame(
-        {"TIME": obs.time, "DV": obs.dv, "CENS": obs.cens, "LLOQ": obs.lloq, "ANALYTE": obs.analyte}
+        {
+            "TIME": obs.time,
+            "DV": obs.dv,
+            "CENS": obs.cens,
+            "LLOQ": obs.lloq,
+            "LIMIT": np.where(np.isfinite(obs.limit), obs.limit, np.nan),
+            "ANALYTE": obs.analyte,
+        }
     )
 
 

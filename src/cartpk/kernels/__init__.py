@@ -8,7 +8,7 @@
 ``rodas``       Rodas 4(3), Rosenbrock, for stiff problems
 ``integrate``   pieces, breakpoints, doses, outputs; ``solve_batch``; stiffness switching
 ``exposure``    Cmax, Tmax and AUC on the continuous solution; ``exposure_batch``
-``likelihood``  −2LL with error models and M3; batches, residuals, parameter points
+``likelihood``  −2LL with error models and censoring; batches, residuals, parameter points
 ``mcmc``        Metropolis–Hastings moves over random effects
 ``threads``     the one parallel loop: a batch kernel's items spread over threads
 ``cache``       numba's on-disk cache of all of them kept in step with their sources

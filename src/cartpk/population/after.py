@@ -6,7 +6,9 @@
   centred on the conditional mean with the conditional SD from the chain, as Monolix does.
 * Standard errors: the Fisher information of the model linearised around the conditional
   modes (Monolix's "linearization" method): y_i ≈ N(f_i + J_i(m_i(θ) − φ̂_i),
-  J_i Ω J_i' + Σ_i) on the error model's scale, quantified observations only.
+  J_i Ω J_i' + Σ_i) on the error model's scale, quantified observations only: censored
+  ones (below the LLOQ or interval-censored) add no information there, though they do
+  enter the estimates and the −2LL.
 
 Each step takes the finished run as a frozen :class:`SaemState`, never the live ``Saem``.
 """
@@ -59,6 +61,7 @@ def finish(run: SaemState, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
             "DV": obs.dv,
             "CENS": obs.cens,
             "LLOQ": obs.lloq,
+            "LIMIT": np.where(np.isfinite(obs.limit), obs.limit, np.nan),
             "ANALYTE": obs.analyte,
         }
     )

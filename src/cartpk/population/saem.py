@@ -13,7 +13,9 @@ with covariate columns x_ic: log(COV / median COV) for a continuous covariate (a
 param · (COV/median)^theta for log-scaled parameters) and [COV == level] for each non-reference
 level of a categorical one (param · e^theta). Parameters without a random effect have
 eta = 0; fixed parameters keep their value. Residual error per analyte: log, proportional,
-additive or combined; censored points by M3.
+additive or combined; censored points by the probability of their interval (M3 below the
+LLOQ; −2 log(Φ(z_U) − Φ(z_L)) for an interval-censored point, CENS=1 with a LIMIT), in the
+MCMC, the M-step of the error parameters and the importance-sampling −2LL alike.
 
 SAEM (Kuhn and Lavielle 2004; Delyon, Lavielle and Moulines 1999), one iteration:
 
@@ -56,7 +58,7 @@ from ..likelihood import (
     ERROR_MODELS,
     KIND_CODES,
     ObservationArrays,
-    m2ll_censored,
+    m2ll_interval,
     m2ll_observed,
 )
 from ..model import Model, load_model
@@ -208,7 +210,7 @@ class Saem:
         obs = self.d.obs
         ea, eb = self.error_arrays()
         return (
-            obs.off, obs.time, obs.out, obs.dv, obs.cens, obs.lloq, self.kind, ea, eb,
+            obs.off, obs.time, obs.out, obs.dv, obs.cens, obs.lloq, obs.limit, self.kind, ea, eb,
             obs.d_time, obs.d_amt, obs.d_off, self.solver,
         )  # fmt: skip
 
@@ -242,7 +244,17 @@ class Saem:
         obs = self.d.obs
         ea, eb = self.error_arrays()
         self.d.model.kernels.m2ll_predicted(
-            obs.off, obs.out, obs.dv, obs.cens, obs.lloq, self.kind, ea, eb, self.pred, self.m2ll
+            obs.off,
+            obs.out,
+            obs.dv,
+            obs.cens,
+            obs.lloq,
+            obs.limit,
+            self.kind,
+            ea,
+            eb,
+            self.pred,
+            self.m2ll,
         )
 
     def omega_for_mcmc(self, k: int) -> np.ndarray:
@@ -479,7 +491,8 @@ def best_error(
     current: dict[str, float],
 ) -> dict[str, float]:
     """Error parameters maximising the likelihood of ``rows`` given predictions f."""
-    dv, cens, lloq, fr = obs.dv[rows], obs.cens[rows] == 1, obs.lloq[rows], f[rows]
+    dv, cens, fr = obs.dv[rows], obs.cens[rows] == 1, f[rows]
+    upper, lower = obs.lloq[rows][cens], obs.limit[rows][cens]
     if kind in ("log", "additive") and not cens.any():
         resid = np.log(dv / fr) if kind == "log" else dv - fr
         return {names[0]: float(np.sqrt(np.mean(resid**2)))}
@@ -487,7 +500,7 @@ def best_error(
     def objective(log_values: np.ndarray) -> float:
         error = {**fixed, **dict(zip(names, np.exp(log_values), strict=True))}
         total = m2ll_observed(kind, dv[~cens], fr[~cens], error).sum()
-        return float(total + m2ll_censored(kind, lloq[cens], fr[cens], error).sum())
+        return float(total + m2ll_interval(kind, lower, upper, fr[cens], error).sum())
 
     start = np.log([current[n] for n in names])
     if len(names) == 1:
