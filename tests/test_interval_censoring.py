@@ -21,7 +21,7 @@ from scipy import integrate, optimize, stats
 from cartpk import fit
 from cartpk.data import read_dataset
 from cartpk.errors import DataError
-from cartpk.individual import FitWarning
+from cartpk.individual import FitResult, FitWarning
 from cartpk.likelihood import m2ll_censored, m2ll_interval, pack_observations
 from cartpk.population import fit_population
 
@@ -296,6 +296,8 @@ def test_individual_fit_to_titres_matches_scipy_and_recovers_the_truth() -> None
         se = table.loc[name, "se"]
         assert abs(table.loc[name, "estimate"] - TRUTH[name]) <= 2.5 * se, table.loc[name]
     assert list(result.observations["LIMIT"].isna()) == list(data["LIMIT"].isna())
+    back = FitResult.from_json(result.to_json())
+    pd.testing.assert_frame_equal(back.observations, result.observations)
 
 
 # --- a population fit to titres ----------------------------------------------------------

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMAT_VERSION = 2  # 2: the model's TOML text is stored with the fit
-OBSERVATION_COLUMNS = ("TIME", "DV", "CENS", "LLOQ", "ANALYTE")
+OBSERVATION_COLUMNS = ("TIME", "DV", "CENS", "LLOQ", "LIMIT", "ANALYTE")
 
 
 @dataclass
@@ -58,7 +58,8 @@ class FitResult:
     (log for error parameters); ``covariance`` is on the estimation scale of the estimated
     parameters ``names``; ``ofv`` is −2 log-likelihood at the optimum (prior excluded) and
     ``objective`` adds the prior penalty. ``observations`` are the fitted rows (TIME in days,
-    DV, CENS, LLOQ, ANALYTE) and ``covariates`` the subject's covariates; ``doses`` the
+    DV, CENS, LLOQ, LIMIT, ANALYTE; a censored row lies in (LIMIT, LLOQ], LIMIT NaN for no
+    lower bound) and ``covariates`` the subject's covariates; ``doses`` the
     re-infusions after TIME 0 (TIME in days, AMT in the model's dosing unit), or None.
     """
 
@@ -174,8 +175,9 @@ class FitResult:
         Columns: TIME (day), ANALYTE, DV, CENS, LLOQ, IPRED (the model output at the
         estimates), RES (DV − IPRED on the scale where the analyte's error is Gaussian: the
         log scale for the ``log`` error model, else as is) and IWRES (RES divided by the
-        residual SD at IPRED). Censored rows (CENS = 1) enter the fit by the M3 likelihood
-        P(Y < LLOQ) and have no residual: their RES and IWRES are NaN.
+        residual SD at IPRED). Censored rows (CENS = 1) enter the fit by the probability of
+        their interval (M3, P(Y < LLOQ), or P(LIMIT < Y < DV) with a LIMIT) and have no
+        residual: their RES and IWRES are NaN.
         """
         obs = self.observations
         ipred = self._predictions_at_observations()
@@ -586,7 +588,7 @@ class FitTable:
 def observations_from(records: list[dict[str, Any]]) -> pd.DataFrame:
     """The observation frame from JSON records, with the fit's column types."""
     frame = pd.DataFrame.from_records(records, columns=list(OBSERVATION_COLUMNS))
-    for column in ("TIME", "DV", "LLOQ"):
+    for column in ("TIME", "DV", "LLOQ", "LIMIT"):  # LIMIT is absent from older files: none
         frame[column] = [number(v) for v in frame[column]]
     return frame.astype({"CENS": np.int64, "ANALYTE": str})
 

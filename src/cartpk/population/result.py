@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 FORMAT = "cartpk.PopulationFit"
 FORMAT_VERSION = 2  # 2: the model's TOML text is stored with the fit
-OBSERVATION_COLUMNS = ("ID", "TIME", "DV", "CENS", "LLOQ", "ANALYTE")
+OBSERVATION_COLUMNS = ("ID", "TIME", "DV", "CENS", "LLOQ", "LIMIT", "ANALYTE")
 
 
 @dataclass
@@ -477,7 +477,8 @@ def fit_from_dict(cls: type, data: dict[str, Any]) -> PopulationFit:
 
 def observations_from(records: list[dict[str, Any]]) -> pd.DataFrame:
     """The observation frame with the column types a fit gives it."""
-    column = {name: [r[name] for r in records] for name in OBSERVATION_COLUMNS}
+    # LIMIT (the lower bound of an interval-censored row) is absent from older files: none
+    column = {name: [r.get(name) for r in records] for name in OBSERVATION_COLUMNS}
     return pd.DataFrame(
         {
             "ID": np.array(column["ID"], dtype=object),
@@ -485,6 +486,7 @@ def observations_from(records: list[dict[str, Any]]) -> pd.DataFrame:
             "DV": np.array([number(v) for v in column["DV"]]),
             "CENS": np.array(column["CENS"], dtype=np.int64),
             "LLOQ": np.array([number(v) for v in column["LLOQ"]]),
+            "LIMIT": np.array([number(v) for v in column["LIMIT"]]),
             "ANALYTE": np.array(column["ANALYTE"], dtype=str),
         }
     )
