@@ -226,17 +226,30 @@ class Problem:
         return np.concatenate([R[0], self.prior_residuals(x)[0]])
 
     def jacobian(self, x: np.ndarray, varied: list[int]) -> np.ndarray:
-        """Forward-difference Jacobian (varied entries × residuals) of :meth:`residuals`.
+        """Finite-difference Jacobian (varied entries × residuals) of :meth:`residuals`.
 
-        Steps are 1e-5·max(1, |x_j|), far above the solver's tolerance; all n + 1 points are
-        solved in one parallel call.
+        Steps are 1e-5·max(1, |x_j|), far above the solver's tolerance; all points are
+        solved in one parallel call. Forward differences (n + 1 points), or central ones
+        (2n points) when the subject has censored points: their residuals
+        sqrt(−2 log P) are curved enough that a forward-difference Jacobian moves the
+        optimiser's fixed point (by ~1e-4 on the estimation scale along a poorly
+        determined direction, for titres that are all interval-censored), which central
+        differences remove.
         """
-        X = np.repeat(x[None, :], len(varied) + 1, axis=0)
+        k = len(varied)
         steps = 1e-5 * np.maximum(1.0, np.abs(x[varied]))
-        X[np.arange(1, len(varied) + 1), varied] += steps
+        if not self.obs.cens.any():
+            X = np.repeat(x[None, :], k + 1, axis=0)
+            X[np.arange(1, k + 1), varied] += steps
+            R, _ = self.points(X)
+            full = np.hstack([R, self.prior_residuals(X)])
+            return (full[1:] - full[0]) / steps[:, None]
+        X = np.repeat(x[None, :], 2 * k, axis=0)
+        X[np.arange(k), varied] += steps
+        X[np.arange(k, 2 * k), varied] -= steps
         R, _ = self.points(X)
         full = np.hstack([R, self.prior_residuals(X)])
-        return (full[1:] - full[0]) / steps[:, None]
+        return (full[:k] - full[k:]) / (2 * steps[:, None])
 
 
 def prior_means(model: Model, priors: Any) -> dict[str, tuple[float, float]]:

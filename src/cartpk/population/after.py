@@ -292,6 +292,16 @@ def fisher_covariance(
     f, J = linearise(run, phi_mode, active)
     info = np.zeros((len(labels), len(labels)))
     quantified = d.obs.cens == 0
+    blind = [a for a, _ in errors if not quantified[d.obs.analyte == a].any()]
+    if not quantified.any():
+        blind = list(d.errors)
+    if blind:
+        notes.append(
+            f"no standard errors: the Fisher information (linearisation) uses quantified "
+            f"observations only, and {', '.join(dict.fromkeys(blind))} has none (every point "
+            "censored, e.g. titres given as intervals)"
+        )
+        return labels, None
     for i in range(d.n):
         rows = np.arange(d.obs.off[i], d.obs.off[i + 1])
         rows = rows[quantified[rows]]
