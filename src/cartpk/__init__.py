@@ -14,7 +14,7 @@ from .model.parameter_sets import list_parameter_sets
 from .nca import nca, nca_summary
 from .persistence import kaplan_meier, persistence
 from .population import PopulationFit, fit_population
-from .scenarios import Population, check_parameter_set, scenarios
+from .scenarios import DoseEscalation, Population, check_parameter_set, dose_escalation, scenarios
 from .solve import simulate
 
 __version__ = version("cartpk")
@@ -22,6 +22,7 @@ __version__ = version("cartpk")
 __all__ = [
     "DataError",
     "Dataset",
+    "DoseEscalation",
     "FitError",
     "FitResult",
     "FitTable",
@@ -32,6 +33,7 @@ __all__ = [
     "SolverError",
     "__version__",
     "check_parameter_set",
+    "dose_escalation",
     "exposure",
     "fit",
     "fit_population",
