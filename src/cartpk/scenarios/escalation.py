@@ -120,8 +120,8 @@ def dose_escalation(
     level: float = 0.9,
     covariates: Mapping[str, Any] | None = None,
     method: str | None = None,
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
 ) -> DoseEscalation:
     """Per dose level: exposure, peaks of other outputs and outcome risks, with intervals.
 
@@ -144,7 +144,9 @@ def dose_escalation(
         interval: (start, end) days of the exposure window.
         level: coverage of the intervals, in (0, 1).
         covariates: how to draw covariates other than DOSE, as :func:`cartpk.scenarios`.
-        method, rtol, atol: solver settings, as in :func:`cartpk.exposure`.
+        method, rtol, atol: solver settings, as in :func:`cartpk.exposure` (looser by
+            default: a median over patients needs no more than six digits, and each
+            draw and dose is a solve of every patient for each output).
 
     Returns:
         A :class:`DoseEscalation`; ``dose_for`` answers the dose-finding question.
