@@ -8,6 +8,7 @@ from importlib.metadata import version
 from .data import Dataset, read_dataset
 from .errors import DataError, FitError, ModelError, SolverError
 from .exposure import exposure
+from .exposure_response import ExposureResponse, exposure_response
 from .individual import FitResult, FitTable, fit
 from .model import Model, list_models, load_model
 from .model.parameter_sets import list_parameter_sets
@@ -22,6 +23,7 @@ __version__ = version("cartpk")
 __all__ = [
     "DataError",
     "Dataset",
+    "ExposureResponse",
     "FitError",
     "FitResult",
     "FitTable",
@@ -33,6 +35,7 @@ __all__ = [
     "__version__",
     "check_parameter_set",
     "exposure",
+    "exposure_response",
     "fit",
     "fit_population",
     "kaplan_meier",
