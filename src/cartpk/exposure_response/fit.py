@@ -85,7 +85,7 @@ def _fit_binary(z: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np
     from statsmodels.discrete.discrete_model import Logit
 
     design = np.column_stack([np.ones_like(z), z])
-    return _fit_statsmodels(Logit(y, design), what, maxiter=100, tol=1e-12)
+    return _fit_statsmodels(Logit(y, design), what, maxiter=100, tol=1e-10)
 
 
 def _fit_ordinal(z: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +95,7 @@ def _fit_ordinal(z: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, n
     from statsmodels.miscmodels.ordinal_model import OrderedModel
 
     model = OrderedModel(y, (z - z.mean())[:, None], distr="logit")
-    return _fit_statsmodels(model, what, maxiter=200, tol=1e-10)
+    return _fit_statsmodels(model, what, maxiter=200, tol=1e-8)
 
 
 def _cutpoint_jacobian(internal: np.ndarray, centre: float) -> np.ndarray:
