@@ -8,6 +8,7 @@ from importlib.metadata import version
 from .data import Dataset, read_dataset
 from .errors import DataError, FitError, ModelError, SolverError
 from .exposure import exposure
+from .exposure_response import ExposureResponse, exposure_response
 from .individual import FitResult, FitTable, fit
 from .model import Model, list_models, load_model
 from .model.parameter_sets import list_parameter_sets
@@ -23,6 +24,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "DoseEscalation",
+    "ExposureResponse",
     "FitError",
     "FitResult",
     "FitTable",
@@ -35,6 +37,7 @@ __all__ = [
     "check_parameter_set",
     "dose_escalation",
     "exposure",
+    "exposure_response",
     "fit",
     "fit_population",
     "kaplan_meier",
