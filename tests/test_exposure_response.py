@@ -267,7 +267,7 @@ def test_band_contains_the_curve_stays_in_0_1_and_narrows_with_n() -> None:
         result = ck.exposure_response(binary_trial(n, seed=7))
         band = result.band(x)
         assert list(band.columns) == ["exposure", "probability", "low", "high"]
-        np.testing.assert_allclose(band["exposure"], x)
+        np.testing.assert_array_equal(band["exposure"], x)
         np.testing.assert_allclose(band["probability"], result.probability(x))
         assert np.all(band["low"] <= band["probability"]) and np.all(
             band["probability"] <= band["high"]
@@ -497,3 +497,18 @@ def test_cli_bad_input_is_one_line_exit_2_nothing_written(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["subjects.csv"], case
+
+
+def test_a_two_level_ordinal_fit_is_the_logistic_regression() -> None:
+    """With one cutpoint, logit P(Y >= 1) = slope z - cutpoint: the logistic model with
+    intercept = -cutpoint."""
+    table = binary_trial(100, seed=3)
+    logistic = ck.exposure_response(table)
+    ordinal = ck.exposure_response(table, kind="ordinal")
+    np.testing.assert_allclose(ordinal.params, [logistic.params[1], -logistic.params[0]], rtol=1e-6)
+    np.testing.assert_allclose(
+        ordinal.coefficients["se"], logistic.coefficients["se"][::-1], rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        ordinal.probability([1e4, 1e5], at_least=1), logistic.probability([1e4, 1e5]), rtol=1e-6
+    )

@@ -67,6 +67,7 @@ def _fit_statsmodels(model: Any, what: str, **options: Any) -> tuple[np.ndarray,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = model.fit(method="newton", disp=False, **options)
+    # other warnings (overflow in exp at a trial step) say nothing once the fit converged
     failures = (ConvergenceWarning, HessianInversionWarning, PerfectSeparationWarning)
     for warning in caught:
         if issubclass(warning.category, failures):

@@ -127,13 +127,14 @@ class ExposureResponse:
         # parameter j (after the slope)
         return next(j for j, g in enumerate(self.grades) if g >= at_least)
 
-    def _z(self, exposure_values: Any) -> np.ndarray:
+    def _exposures(self, exposure_values: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The exposures checked (1-D, > 0) and their log_base, z."""
         x = np.atleast_1d(np.asarray(exposure_values, dtype=float))
         if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x) & (x > 0)):
             raise ValueError(
                 f"exposure values: expected one or more positive finite {self.exposure} values"
             )
-        return np.log(x) / np.log(self.log_base)
+        return x, np.log(x) / np.log(self.log_base)
 
     def _gradient(self, z: np.ndarray, index: int) -> np.ndarray:
         """d(linear predictor)/d(params) at each z: (m, k)."""
@@ -163,7 +164,7 @@ class ExposureResponse:
         Returns:
             (m,) probabilities for the m exposures; (n, m) for n parameter vectors.
         """
-        z = self._z(exposure_values)
+        _, z = self._exposures(exposure_values)
         index = self._threshold(at_least)
         p = self.params if params is None else np.asarray(params, dtype=float)
         if p.ndim not in (1, 2) or p.shape[-1] != self.params.size:
@@ -194,14 +195,14 @@ class ExposureResponse:
         level = self.level if level is None else level
         if not (isinstance(level, int | float | np.number) and 0 < level < 1):
             raise ValueError(f"level {level!r}: expected a number between 0 and 1, e.g. 0.95")
-        z = self._z(exposure_values)
+        x, z = self._exposures(exposure_values)
         gradient = self._gradient(z, self._threshold(at_least))
         linear = gradient @ self.params
         se = np.sqrt(np.einsum("mk,kl,ml->m", gradient, self.covariance, gradient))
         q = stats.norm.ppf(0.5 + level / 2)
         return pd.DataFrame(
             {
-                "exposure": np.exp(z * np.log(self.log_base)),
+                "exposure": x,
                 "probability": expit(linear),
                 "low": expit(linear - q * se),
                 "high": expit(linear + q * se),
