@@ -51,7 +51,7 @@ def fixed_population(stein) -> Population:
 def test_no_variability_gives_the_closed_form(fixed_population):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        result = ck.dose_escalation(fixed_population, DOSES, n=5, n_draws=2)
+        result = ck.dose_escalation(fixed_population, DOSES, n=5, n_draws=2, rtol=1e-10, atol=1e-12)
     par = fixed_population.typical
     for dose in DOSES:
         scaled = {**{k: par[k] for k in STEIN_PARAMS}}
@@ -94,6 +94,35 @@ def test_risks_are_the_patient_mean_of_the_exposure_response(stein):
         assert row["high"].iloc[0] == pytest.approx(np.quantile(risk, 0.75), rel=1e-6)
         drawn = result.draws[(result.draws["dose"] == dose) & (result.draws["draw"] > 0)]
         np.testing.assert_allclose(drawn["P(CRS>=2)"], risk, rtol=1e-6)
+
+
+def test_patients_that_cannot_be_solved_are_counted_and_left_out(stein):
+    """With a step budget that the fastest-expanding patients exceed, those patients get
+    NaN exposure (and a status) from exposure(on_failure="nan"), and the escalation's
+    medians are those of the solved patients (closed form), with a warning."""
+    population = Population.from_model(stein, omega={"rho": 0.6})
+    with pytest.warns(UserWarning, match=r"patient-solves could not be solved"):
+        result = ck.dose_escalation(population, (1e6,), n=40, n_draws=1, seed=4, max_steps=300,
+                                    rtol=1e-10, atol=1e-12)  # fmt: skip
+    from cartpk.scenarios.population import Cohort
+
+    params, _, _ = Cohort(population, None, np.array([1e6]), 40, 4).patients(0, 0, 40)
+    frame = pd.DataFrame(params, columns=list(stein.param_names))
+    one = ck.exposure(stein, frame, covariates={"DOSE": 1e6}, max_steps=300, rtol=1e-10,
+                      atol=1e-12, on_failure="nan")  # fmt: skip
+    failed = one["status"].to_numpy() != 0
+    assert 0 < failed.sum() < 40
+    assert one.loc[failed, ["cmax", "tmax", "auc_0_28"]].isna().all().all()
+    assert not one.loc[~failed, "cmax"].isna().any()
+    solved = frame[~failed]
+    cmax = solved["C0"] * np.exp(solved["rho"] * solved["tmax"])
+    point = result.draws[result.draws["draw"] == 0].iloc[0]
+    assert point["failed"] == failed.sum()
+    assert point["cmax_CART"] == pytest.approx(np.median(cmax), rel=1e-6)
+    with pytest.raises(ck.SolverError):
+        ck.exposure(stein, frame, covariates={"DOSE": 1e6}, max_steps=300, rtol=1e-10)
+    with pytest.raises(ValueError, match="on_failure"):
+        ck.exposure(stein, frame, covariates={"DOSE": 1e6}, on_failure="skip")
 
 
 def test_dose_for_interpolates_in_log_dose():

@@ -50,7 +50,9 @@ class DoseEscalation:
         table: one row per dose and quantity: ``estimate`` (at the point estimates), ``low``
             and ``high`` (the central ``level`` interval over the uncertainty draws).
         draws: the per-draw summaries, one row per draw and dose (draw 0 is the point
-            estimate), one column per quantity.
+            estimate), one column per quantity, and ``failed``: the patients that could
+            not be solved there (left out of that row's medians and risks, with a
+            warning).
         level: the interval's coverage.
         risks: the names of the outcome risks (columns ``P(<name>)``).
     """
@@ -122,6 +124,7 @@ def dose_escalation(
     method: str | None = None,
     rtol: float = 1e-6,
     atol: float = 1e-9,
+    max_steps: int = 100_000,
 ) -> DoseEscalation:
     """Per dose level: exposure, peaks of other outputs and outcome risks, with intervals.
 
@@ -144,7 +147,7 @@ def dose_escalation(
         interval: (start, end) days of the exposure window.
         level: coverage of the intervals, in (0, 1).
         covariates: how to draw covariates other than DOSE, as :func:`cartpk.scenarios`.
-        method, rtol, atol: solver settings, as in :func:`cartpk.exposure` (looser by
+        method, rtol, atol, max_steps: solver settings, as in :func:`cartpk.exposure` (looser by
             default: a median over patients needs no more than six digits, and each
             draw and dose is a solve of every patient for each output).
 
@@ -175,7 +178,8 @@ def dose_escalation(
     auc_column = _interval(interval)[2]
     parsed = _risks(risks, ("cmax", auc_column))
     er_draws = {r.name: r.fit.sample_params(n_draws, seed) for r in parsed}
-    solver = {"method": method, "rtol": rtol, "atol": atol, "interval": interval}
+    solver = {"method": method, "rtol": rtol, "atol": atol, "max_steps": max_steps,
+              "interval": interval}  # fmt: skip
 
     rows = []
     for k, population in enumerate([point, *populations]):
@@ -184,35 +188,37 @@ def dose_escalation(
             params, _, drawn = cohort.patients(d, 0, n)
             found = _exposures(model, params, {**drawn, "DOSE": np.full(n, dose)}, solver,
                                [output, *peak_outputs])  # fmt: skip
-            row = {"draw": k, "dose": float(dose)}
-            main = found[output]
-            row[f"cmax_{output}"] = float(np.median(main["cmax"]))
-            row[f"tmax_{output}"] = float(np.median(main["tmax"]))
-            row[f"{auc_column}_{output}"] = float(np.median(main[auc_column]))
+            solved = np.logical_and.reduce([f["status"].to_numpy() == 0 for f in found.values()])
+            row = {"draw": k, "dose": float(dose), "failed": int(n - solved.sum())}
+            main = found[output][solved]
+            row[f"cmax_{output}"] = _median(main["cmax"])
+            row[f"tmax_{output}"] = _median(main["tmax"])
+            row[f"{auc_column}_{output}"] = _median(main[auc_column])
             for name in peak_outputs:
-                row[f"peak_{name}"] = float(np.median(found[name]["cmax"]))
-                row[f"tpeak_{name}"] = float(np.median(found[name]["tmax"]))
+                row[f"peak_{name}"] = _median(found[name]["cmax"][solved])
+                row[f"tpeak_{name}"] = _median(found[name]["tmax"][solved])
             for r in parsed:
                 values = main[r.fit.exposure].to_numpy(float)
                 coefficients = None if k == 0 else er_draws[r.name][k - 1]
                 p = r.fit.probability(values, at_least=r.at_least, params=coefficients)
-                row[f"P({r.name})"] = float(np.mean(p))
+                row[f"P({r.name})"] = float(np.mean(p)) if p.size else math.nan
             rows.append(row)
     draws = pd.DataFrame(rows)
-    quantities = [c for c in draws.columns if c not in ("draw", "dose")]
+    _warn_failures(draws, n)
+    quantities = [c for c in draws.columns if c not in ("draw", "dose", "failed")]
     tail = (1 - level) / 2
     table = []
     for dose in dose_values:
         here = draws[draws["dose"] == dose]
         for q in quantities:
-            spread = here.loc[here["draw"] > 0, q].to_numpy(float)
+            spread = here.loc[here["draw"] > 0, q].dropna().to_numpy(float)
             table.append(
                 {
                     "dose": float(dose),
                     "quantity": q,
                     "estimate": float(here.loc[here["draw"] == 0, q].iloc[0]),
-                    "low": float(np.quantile(spread, tail)),
-                    "high": float(np.quantile(spread, 1 - tail)),
+                    "low": float(np.quantile(spread, tail)) if spread.size else math.nan,
+                    "high": float(np.quantile(spread, 1 - tail)) if spread.size else math.nan,
                 }
             )
     if isinstance(fit, Population) and not parsed:
@@ -224,6 +230,26 @@ def dose_escalation(
         )
     return DoseEscalation(
         dose_values, pd.DataFrame(table), draws, float(level), tuple(r.name for r in parsed)
+    )
+
+
+def _median(values: pd.Series) -> float:
+    return float(np.median(values)) if len(values) else math.nan
+
+
+def _warn_failures(draws: pd.DataFrame, n: int) -> None:
+    """One warning naming how many patient-solves failed, at which doses and draws."""
+    failed = draws[draws["failed"] > 0]
+    if failed.empty:
+        return
+    where = ", ".join(f"{d:g}: {int(c)}" for d, c in failed.groupby("dose")["failed"].sum().items())
+    warnings.warn(
+        f"dose_escalation: {int(failed['failed'].sum())} of {n * len(draws)} patient-solves "
+        f"could not be solved (by dose, {where}; in {failed['draw'].nunique()} of "
+        f"{draws['draw'].nunique()} draws) and are left out of that draw's medians and "
+        f"risks; DoseEscalation.draws['failed'] counts them",
+        UserWarning,
+        stacklevel=3,
     )
 
 
@@ -256,6 +282,6 @@ def _exposures(
     frame = pd.DataFrame(params, columns=list(model.param_names))
     values = pd.DataFrame({name: covariates[name] for name in model.covariate_names})
     return {
-        o: exposure(model, frame, output=o, covariates=values, **solver)
+        o: exposure(model, frame, output=o, covariates=values, on_failure="nan", **solver)
         for o in dict.fromkeys(outputs)
     }
