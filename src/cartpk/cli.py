@@ -970,19 +970,40 @@ def exposure_response(
         typer.echo(f"wrote {plot}")
 
 
+DEMO_FIGURES = {"poems": Path("poems_vegf.png"), "rrmm": Path("rrmm_exposure_response.png")}
+
+
 @app.command()
 @reports_errors
 def demo(
-    figure: Annotated[Path, typer.Option(help="Where to save the seed-case figure.")] = Path(
-        "poems_vegf.png"
-    ),
+    case: Annotated[
+        str,
+        typer.Argument(
+            help="poems: NCA of the bundled trial and the POEMS seed case; rrmm: the "
+            "KQ-2003 myeloma dose escalation (NCA, joint population fit, "
+            "exposure-response, per-dose table)."
+        ),
+    ] = "poems",
+    figure: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to save the figure (default poems_vegf.png, or "
+            "rrmm_exposure_response.png for rrmm)."
+        ),
+    ] = None,
 ) -> None:
     """Run the worked examples on the bundled data sets."""
-    from .demo import bundled
+    if case not in DEMO_FIGURES:
+        raise typer.BadParameter(f"{case!r}: expected one of {', '.join(DEMO_FIGURES)}")
+    figure = DEMO_FIGURES[case] if figure is None else figure
+    check_outputs([(figure, "--figure", "figure")])
+    if case == "rrmm":
+        rrmm_demo(figure)
+        return
+    from .data import bundled
     from .nca import nca as run_nca
     from .nca import nca_summary
 
-    check_outputs([(figure, "--figure", "figure")])
     typer.echo("cartpk demo 1: NCA of the bundled synthetic phase 1 CAR-T trial")
     typer.echo("(30 subjects, 1.0 / 2.0 / 3.0 x10^6 CAR-T cells/kg; qPCR copies/ug DNA)")
     table = run_nca(bundled("phase1_trial.csv"), analyte="CART", intervals=[(0, 28)])
@@ -990,6 +1011,40 @@ def demo(
     keep = ["cmax", "tmax", "auc_0_28", "half_life"]
     show("Per-dose summary", summary[summary["parameter"].isin(keep)])
     poems_demo(figure)
+
+
+def rrmm_demo(figure: Path) -> None:
+    """The KQ-2003 myeloma dose escalation on the bundled synthetic 29-patient trial."""
+    from .demo.rrmm import CRS3_LIMIT, plot_rrmm, rrmm_analysis
+
+    typer.echo("cartpk demo rrmm: KQ-2003 (BCMA/CD19 CAR-T) in myeloma, NCT06223646-like")
+    typer.echo("(bundled synthetic trial: 29 patients at 1.0 / 2.0 / 3.0 x10^6 CAR-T cells/kg;")
+    typer.echo(
+        " CAR-T copies/ug, IL-6 and IFN-gamma pg/mL, M-protein g/L; truth in data/README.md)"
+    )
+    result = rrmm_analysis()
+    show("1. NCA per dose level (median, range)", result["nca"])
+    fit = result["fit"]
+    typer.echo("\n2. Joint population fit of ck_crs to CART, IL6, IFNG and MPROT")
+    typer.echo(fit.summary())
+    for name, er in result["er"].items():
+        typer.echo(f"\n3. Exposure-response ({name}) on model-based CAR-T Cmax")
+        typer.echo(er.summary())
+    escalation = result["escalation"]
+    show(
+        "4. Per dose level: estimate [90 % interval over the fits' uncertainty]; medians "
+        "over virtual patients, risks their mean",
+        escalation.wide(),
+    )
+    found = result["dose_for"]
+    typer.echo(
+        f"\nDose finding: highest dose with the upper 90 % bound of P(CRS >= 3) below "
+        f"{CRS3_LIMIT:g}: {found['dose']:.3g} cells/kg ({found['note']})"
+    )
+    for message in result["warnings"]:
+        typer.echo(f"fit warning: {one_line(message)}")
+    plot_rrmm(result["er"], figure)
+    typer.echo(f"\nwrote {figure}")
 
 
 def poems_demo(figure: Path) -> None:
