@@ -47,9 +47,16 @@ RESP_SLOPE = 0.9  # OR exp(0.9) = 2.46 per doubling
 DLT_MIN_CRS_GRADE = 3
 
 
+#: Parameters drawn with between-subject variability (the model file's omegas and
+#: correlations): those of the demo's population model (cartpk.demo.rrmm.RANDOM), so that
+#: the model fitted is the model that generated the data. Fb and beta, which have omegas
+#: in the file, are common to all patients here.
+RANDOM = ("C0", "rho", "tmax", "alpha", "kkill", "MP0", "emax_il6", "emax_ifng")
+
+
 def random_parameters(model: cartpk.Model) -> list[str]:
-    """Parameters with between-subject variability in the model file (omega > 0)."""
-    return [n for n, p in model.parameters.items() if p.omega and not p.fixed]
+    """Parameters with between-subject variability in the generated trial."""
+    return [n for n in RANDOM if model.parameters[n].omega and not model.parameters[n].fixed]
 
 
 def draw_parameters(model: cartpk.Model, rng: np.random.Generator, n: int) -> pd.DataFrame:
