@@ -1036,11 +1036,12 @@ def rrmm_demo(figure: Path) -> None:
         "over virtual patients, risks their mean",
         escalation.wide(),
     )
-    found = result["dose_for"]
-    typer.echo(
-        f"\nDose finding: highest dose with the upper 90 % bound of P(CRS >= 3) below "
-        f"{CRS3_LIMIT:g}: {found['dose']:.3g} cells/kg ({found['note']})"
-    )
+    for _, row in result["dose_for"].iterrows():
+        basis = "estimate" if row["bound"] == "estimate" else "upper 90 % bound"
+        typer.echo(
+            f"\nDose finding ({basis} of P(CRS >= 3) below {CRS3_LIMIT:g}): "
+            f"{row['dose']:.3g} cells/kg ({row['note']})"
+        )
     for message in result["warnings"]:
         typer.echo(f"fit warning: {one_line(message)}")
     plot_rrmm(result["er"], figure)

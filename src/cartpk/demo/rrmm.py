@@ -110,11 +110,12 @@ def rrmm_escalation(
 
 def rrmm_dose_finding(
     fit: PopulationFit, er: dict[str, ExposureResponse], limit: float = CRS3_LIMIT
-) -> tuple[DoseEscalation, pd.Series]:
-    """P(CRS >= 3) over a dose grid (CAR-T only: the risks read CAR-T Cmax) and the
-    highest dose whose upper 90 % bound stays below ``limit``."""
+) -> tuple[DoseEscalation, pd.DataFrame]:
+    """P(CRS >= 3) over a dose grid (CAR-T only: the risks read CAR-T Cmax) and the highest
+    dose whose estimate, and whose upper 90 % bound, stays below ``limit``."""
     grid = rrmm_escalation(fit, er, FINDING_DOSES, n_draws=50, peaks=())
-    return grid, grid.dose_for("CRS>=3", limit)
+    found = pd.DataFrame([grid.dose_for("CRS>=3", limit, bound) for bound in ("estimate", "high")])
+    return grid, found
 
 
 def rrmm_analysis(seed: int = 1) -> dict[str, object]:
@@ -139,15 +140,17 @@ def rrmm_analysis(seed: int = 1) -> dict[str, object]:
 
 
 def plot_rrmm(er: dict[str, ExposureResponse], path: str | PathLike[str]) -> None:
-    """The two exposure-response figures side by side: CRS grade thresholds and response."""
+    """The exposure-response figures side by side: P(CRS >= 2), P(CRS >= 3) and response
+    against model-based CAR-T Cmax."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    er["crs"].plot(ax=axes[0])
-    er["response"].plot(ax=axes[1])
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    er["crs"].plot(ax=axes[0], at_least=2)
+    er["crs"].plot(ax=axes[1], at_least=3)
+    er["response"].plot(ax=axes[2])
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
     plt.close(figure)

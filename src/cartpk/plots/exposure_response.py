@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -105,6 +106,7 @@ def plot_exposure_response(
             label=_group_label(by, group),
         )
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: minor ones collide
     ax.set_ylim(-0.1, 1.08)
     ax.set_xlabel(f"{exposure_label} (log scale)")
     ax.set_ylabel(ylabel)
