@@ -39,10 +39,12 @@ RANDOM = ("C0", "rho", "tmax", "alpha", "kkill", "MP0", "emax_il6", "emax_ifng")
 #: Turnover rates and potencies that daily sampling cannot determine: fixed at the model
 #: file's values (cited there).
 FIXED = ("kout_mp", "MPnorm", "kout_il6", "s50_il6", "kout_ifng", "s50_ifng")
-#: The dose-finding limit on P(CRS grade >= 3).
-CRS3_LIMIT = 0.10
+#: The dose-finding limit on P(CRS grade >= 3): 25 %, the target toxicity rate of many
+#: model-assisted phase 1 designs (BOIN and CRM are commonly run with targets of 0.25-0.30;
+#: a 3+3 design accepts up to 1 DLT in 6). A choice, to be made per trial.
+CRS3_LIMIT = 0.25
 #: Dose grid of the dose-finding view (CAR-T cells/kg).
-FINDING_DOSES = (0.5e6, 1e6, 1.5e6, 2e6, 3e6, 4e6, 6e6)
+FINDING_DOSES = (0.25e6, 0.5e6, 1e6, 1.5e6, 2e6, 3e6, 4e6, 6e6)
 
 
 def rrmm_nca() -> pd.DataFrame:
