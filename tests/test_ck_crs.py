@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.integrate import solve_ivp
+from references import radau_split
 
 from cartpk import exposure, read_dataset, simulate
 from cartpk.model import Model, load_model
@@ -70,15 +70,10 @@ def crs_rhs(before_tmax: bool, par: dict):
 @functools.cache
 def crs_radau(items: tuple[tuple[str, float], ...], dose: float, times: tuple) -> np.ndarray:
     """(CART, IL6, IFNG, MPROT) at sorted ``times`` by scipy Radau, rtol 1e-10, split at tmax."""
-    par, t = dict(items), np.array(times)
+    par = dict(items)
     y0 = [par["C0"] * (dose / 1e6) ** par["dose_exp"], 0.0, 1.0, par["MP0"],
           par["IL6_base"], par["IFNG_base"]]  # fmt: skip
-    tmax = par["tmax"]
-    tight = {"method": "Radau", "rtol": 1e-10, "atol": 1e-16, "dense_output": True}
-    first = solve_ivp(crs_rhs(True, par), (0, tmax), y0, **tight)
-    second = solve_ivp(crs_rhs(False, par), (tmax, t[-1]), first.y[:, -1], **tight)
-    assert first.success and second.success
-    y = np.where(t < tmax, first.sol(np.minimum(t, tmax)), second.sol(t))
+    y = radau_split(lambda before: crs_rhs(before, par), y0, par["tmax"], times, 1e-16)
     return np.column_stack([y[0] + y[1], y[4], y[5], y[3]])
 
 
