@@ -93,15 +93,20 @@ def vegf_radau(par: dict, times: np.ndarray, dose: float = 1e6) -> np.ndarray:
     C0 (dose / 1e6)^dose_exp (dose in cells/kg), M(0) = 0, P(0) = 1, B(0) = B0.
     Returns an array of shape (len(times), 2): CART = E + M (copies/µg), VEGF = B (ng/L).
     """
-    t = np.asarray(times, dtype=float)
     y0 = [par["C0"] * (dose / 1e6) ** par["dose_exp"], 0.0, 1.0, par["B0"]]
-    tmax = par["tmax"]
-    tight = {"method": "Radau", "rtol": 1e-10, "atol": 1e-20, "dense_output": True}
-    first = solve_ivp(vegf_rhs(True, par), (0, tmax), y0, **tight)
-    second = solve_ivp(vegf_rhs(False, par), (tmax, t[-1]), first.y[:, -1], **tight)
-    assert first.success and second.success
-    states = np.where(t < tmax, first.sol(np.minimum(t, tmax)), second.sol(t))
+    states = radau_split(lambda before: vegf_rhs(before, par), y0, par["tmax"], times, 1e-20)
     return np.column_stack([states[0] + states[1], states[3]])
+
+
+def radau_split(rhs, y0, tmax: float, times, atol: float) -> np.ndarray:
+    """States (n_states, len(times)) at sorted ``times`` by scipy Radau at rtol 1e-10,
+    integrated in two pieces split at ``tmax``, where ``rhs(before_tmax)`` switches."""
+    t = np.asarray(times, dtype=float)
+    tight = {"method": "Radau", "rtol": 1e-10, "atol": atol, "dense_output": True}
+    first = solve_ivp(rhs(True), (0, tmax), y0, **tight)
+    second = solve_ivp(rhs(False), (tmax, t[-1]), first.y[:, -1], **tight)
+    assert first.success and second.success
+    return np.where(t < tmax, first.sol(np.minimum(t, tmax)), second.sol(t))
 
 
 def central_hessian(fun, x: np.ndarray, step: float = 1e-4) -> np.ndarray:

@@ -154,7 +154,7 @@ def test_models_lists_builtins() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     names = list_models()
-    assert names == ["ck_stein", "ck_target", "ck_vegf"]
+    assert names == ["ck_crs", "ck_stein", "ck_target", "ck_vegf"]
     starts = [out.index(f"\n{name}: ") for name in names]
     for name, begin, end in zip(names, starts, [*starts[1:], len(out)], strict=True):
         model = load_model(name)
@@ -202,6 +202,29 @@ def test_demo_runs(tmp_path: Path) -> None:
     # VEGF 4119 -> 1666 ng/L at day 14 is already below half of baseline
     assert 0 < report["day_below_half"] < 14
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
+
+
+def test_demo_rrmm_runs(tmp_path: Path) -> None:
+    """``cartpk demo rrmm`` prints each step of the dose-escalation analysis, the per-dose
+    table for the three dose levels and the dose-finding answer, and writes its figure (its
+    numbers are checked against the truth in notebooks/kq2003_rrmm.ipynb)."""
+    figure = tmp_path / "rrmm.png"
+    result = run_cli("demo", "rrmm", "--figure", str(figure))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for step in (
+        "1. NCA per dose level",
+        "2. Joint population fit",
+        "3. Exposure-response (crs)",
+        "3. Exposure-response (response)",
+        "4. Per dose level",
+        "Dose finding",
+    ):
+        assert step in out, step
+    table = out[out.index("4. Per dose level") :].splitlines()
+    for dose in ("1e+06", "2e+06", "3e+06"):
+        assert any(line.split()[:1] == [dose] for line in table), dose
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def stein_csv(path: Path, ids: tuple = (1,), lloq: float = 100.0) -> Path:
@@ -339,6 +362,7 @@ BAD_INPUTS = [
      "--analyte VEGF: no such analyte in the data (the data have: CART)"),
     ("demo --figure unknown format", ["demo", "--figure", "{tmp}/poems.txt"],
      "unknown figure format '.txt'"),
+    ("demo unknown case", ["demo", "lupus"], "'lupus': expected one of poems, rrmm"),
     ("--interval not numbers (usage error)", ["nca", "{data}", "--interval", "a", "b"],
      "Invalid value for '--interval'"),
     ("missing argument (usage error)", ["fit", "ck_stein"], "Missing argument 'data'"),
@@ -417,7 +441,7 @@ def test_models_lists_parameter_sets_and_correlations() -> None:
     for name in list_parameter_sets():
         pset = load_parameter_set(name)
         assert f"  {name}: {pset.product}" in result.stdout
-    assert "models: ck_stein, ck_vegf" in result.stdout
+    assert "models: ck_crs, ck_stein, ck_vegf" in result.stdout
 
 
 def test_scenarios_parameters_and_write(tmp_path: Path) -> None:

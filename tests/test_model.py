@@ -22,7 +22,7 @@ from scipy.integrate import solve_ivp
 from cartpk.errors import ModelError
 from cartpk.model import Model, list_models, load_model
 
-BUILTINS = ["ck_stein", "ck_target", "ck_vegf"]
+BUILTINS = ["ck_crs", "ck_stein", "ck_target", "ck_vegf"]
 README = Path(__file__).resolve().parents[1] / "models" / "README.md"
 
 # A valid model that the error tests edit one line at a time.
@@ -114,6 +114,13 @@ def test_list_models() -> None:
             "CART VEGF",
         ),
         ("ck_target", "E0 T0 rho K alpha kmem beta g kkill", "E M T", "CART TARGET"),
+        (
+            "ck_crs",
+            "C0 rho tmax Fb alpha beta dose_exp kkill kgrow kout_mp MP0 MPnorm IL6_base kout_il6"
+            " emax_il6 s50_il6 IFNG_base kout_ifng emax_ifng s50_ifng",
+            "E M P MP IL6 IFNG",
+            "CART IL6 IFNG MPROT",
+        ),
     ],
 )
 def test_builtin_contract(name: str, params: str, states: str, outputs: str) -> None:
@@ -226,6 +233,25 @@ def vegf_rhs(t: float, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.concatenate([stein_rhs(t, y[:2], np.r_[p[:7], p[12]]), [d_p, d_b]])
 
 
+def crs_rhs(t: float, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    kkill, kgrow, kout_mp, mp0, mpnorm = p[7:12]
+    il6_base, kout_il6, emax_il6, s50_il6 = p[12:16]
+    ifng_base, kout_ifng, emax_ifng, s50_ifng = p[16:20]
+    e, m, tumour, mp, il6, ifng = y
+    s = (e + m) * tumour
+    return np.concatenate(
+        [
+            stein_rhs(t, y[:2], np.r_[p[:7], p[20]]),
+            [
+                kgrow * tumour - kkill * (e + m) * tumour,
+                kout_mp * (mpnorm + (mp0 - mpnorm) * tumour - mp),
+                kout_il6 * (il6_base * (1 + emax_il6 * s / (s50_il6 + s)) - il6),
+                kout_ifng * (ifng_base * (1 + emax_ifng * s / (s50_ifng + s)) - ifng),
+            ],
+        ]
+    )
+
+
 def target_rhs(t: float, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     _, _, rho, k, alpha, kmem, beta, g, kkill, _ = p
     e, m, tumour = y
@@ -248,6 +274,13 @@ REFERENCE = {
         "rhs": vegf_rhs,
         "initial": lambda p: np.array([p[0] * (p[12] / 1e6) ** p[6], 0.0, 1.0, p[10]]),
         "outputs": lambda y: np.array([y[0] + y[1], y[3]]),
+    },
+    "ck_crs": {
+        "rhs": crs_rhs,
+        "initial": lambda p: np.array(
+            [p[0] * (p[20] / 1e6) ** p[6], 0.0, 1.0, p[10], p[12], p[16]]
+        ),
+        "outputs": lambda y: np.array([y[0] + y[1], y[4], y[5], y[3]]),
     },
     "ck_target": {
         "rhs": target_rhs,
@@ -287,7 +320,7 @@ def test_generated_functions_match_reference(models: dict[str, Model], name: str
         np.testing.assert_allclose(out, ref["outputs"](y), rtol=1e-14)
 
 
-@pytest.mark.parametrize("name", ["ck_stein", "ck_vegf"])
+@pytest.mark.parametrize("name", ["ck_crs", "ck_stein", "ck_vegf"])
 def test_piecewise_switches_at_tmax(models: dict[str, Model], name: str) -> None:
     model = models[name]
     p = model.pack(None)[0]

@@ -132,7 +132,7 @@ def test_builtin_sets_are_listed() -> None:
 def test_set_applies_to_the_kinetic_models(name: str) -> None:
     """A set changes values, omegas and correlations, never the compiled code."""
     pset = load_parameter_set(name)
-    for model_name in ("ck_stein", "ck_vegf"):
+    for model_name in ("ck_crs", "ck_stein", "ck_vegf"):
         bare = load_model(model_name)
         model = load_model(model_name, parameters=name)
         assert model.parameter_set == name
@@ -144,6 +144,8 @@ def test_set_applies_to_the_kinetic_models(name: str) -> None:
             assert model.correlations[(a, b)] == r
         if model_name == "ck_vegf":
             assert model.parameters["kout"] == bare.parameters["kout"]
+        if model_name == "ck_crs":
+            assert model.parameters["kkill"] == bare.parameters["kkill"]
 
 
 def test_set_refuses_a_model_without_its_parameters() -> None:

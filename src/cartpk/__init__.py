@@ -8,13 +8,14 @@ from importlib.metadata import version
 from .data import Dataset, read_dataset
 from .errors import DataError, FitError, ModelError, SolverError
 from .exposure import exposure
+from .exposure_response import ExposureResponse, exposure_response
 from .individual import FitResult, FitTable, fit
 from .model import Model, list_models, load_model
 from .model.parameter_sets import list_parameter_sets
 from .nca import nca, nca_summary
 from .persistence import kaplan_meier, persistence
 from .population import PopulationFit, fit_population
-from .scenarios import Population, check_parameter_set, scenarios
+from .scenarios import DoseEscalation, Population, check_parameter_set, dose_escalation, scenarios
 from .solve import simulate
 
 __version__ = version("cartpk")
@@ -22,6 +23,8 @@ __version__ = version("cartpk")
 __all__ = [
     "DataError",
     "Dataset",
+    "DoseEscalation",
+    "ExposureResponse",
     "FitError",
     "FitResult",
     "FitTable",
@@ -32,7 +35,9 @@ __all__ = [
     "SolverError",
     "__version__",
     "check_parameter_set",
+    "dose_escalation",
     "exposure",
+    "exposure_response",
     "fit",
     "fit_population",
     "kaplan_meier",

@@ -906,19 +906,104 @@ def persistence(
         typer.echo(f"wrote {plot}")
 
 
+@app.command("exposure-response")
+@reports_errors
+def exposure_response(
+    table: Annotated[Path, typer.Argument(help="Subject table (CSV, one row per subject).")],
+    exposure: Annotated[
+        str, typer.Option(help="Exposure column (positive), e.g. cmax or auc_0_28.")
+    ] = "cmax",
+    outcome: Annotated[
+        str, typer.Option(help="Outcome column: 0/1, or integer grades (e.g. CRS grade).")
+    ] = "CRS_GE2",
+    by: Annotated[
+        str | None, typer.Option(help="Group column for the figure and rates, e.g. DOSE.")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="binary or ordinal (default: from the outcome values).")
+    ] = None,
+    at_least: Annotated[
+        int | None, typer.Option(help="Ordinal: draw P(grade >= this) (default: every grade).")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the figure (PNG/PDF/SVG).")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the whole result as JSON.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Write the coefficient table (CSV).")
+    ] = None,
+) -> None:
+    """Exposure-response: logistic (0/1 outcome) or proportional-odds (grades) regression
+    on log2(exposure); prints the coefficients and the odds ratio per doubling of exposure.
+    --by groups the figure and the observed rates; it is not in the model."""
+    from .exposure_response import exposure_response as run_exposure_response
+
+    check_outputs(
+        [(plot, "--plot", "figure"), (json_path, "--json", "file"), (output, "-o", "file")],
+        inputs=[table],
+    )
+    result = run_exposure_response(
+        pd.read_csv(table), exposure=exposure, outcome=outcome, by=by, kind=kind
+    )
+    figure = result.plot(at_least=at_least) if plot is not None else None
+    odds = result.odds_ratio_per_doubling
+    show(
+        f"Exposure-response of {outcome} on {exposure} ({result.model_name}, "
+        f"{result.n} subjects; Wald 95 % CI)",
+        result.coefficients,
+    )
+    typer.echo(
+        f"\nodds ratio per doubling of {exposure}: {odds['estimate']:.4g} "
+        f"(95 % CI {odds['ci_low']:.4g} to {odds['ci_high']:.4g})"
+    )
+    show("Observed per exposure quartile (exact 95 % CI)", result.observed())
+    if by is not None:
+        show(f"Observed by {by} (exact 95 % CI)", result.by_group())
+    if json_path is not None:
+        result.to_json(json_path)
+        typer.echo(f"wrote {json_path}")
+    if output is not None:
+        result.coefficients.to_csv(output, index=False)
+        typer.echo(f"wrote {output}")
+    if figure is not None:
+        figure.savefig(plot, dpi=120, bbox_inches="tight")
+        typer.echo(f"wrote {plot}")
+
+
+DEMO_FIGURES = {"poems": Path("poems_vegf.png"), "rrmm": Path("rrmm_exposure_response.png")}
+
+
 @app.command()
 @reports_errors
 def demo(
-    figure: Annotated[Path, typer.Option(help="Where to save the seed-case figure.")] = Path(
-        "poems_vegf.png"
-    ),
+    case: Annotated[
+        str,
+        typer.Argument(
+            help="poems: NCA of the bundled trial and the POEMS seed case; rrmm: the "
+            "KQ-2003 myeloma dose escalation (NCA, joint population fit, "
+            "exposure-response, per-dose table)."
+        ),
+    ] = "poems",
+    figure: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to save the figure (default poems_vegf.png, or "
+            "rrmm_exposure_response.png for rrmm)."
+        ),
+    ] = None,
 ) -> None:
     """Run the worked examples on the bundled data sets."""
-    from .demo import bundled
+    if case not in DEMO_FIGURES:
+        raise typer.BadParameter(f"{case!r}: expected one of {', '.join(DEMO_FIGURES)}")
+    figure = DEMO_FIGURES[case] if figure is None else figure
+    check_outputs([(figure, "--figure", "figure")])
+    if case == "rrmm":
+        rrmm_demo(figure)
+        return
+    from .data import bundled
     from .nca import nca as run_nca
     from .nca import nca_summary
 
-    check_outputs([(figure, "--figure", "figure")])
     typer.echo("cartpk demo 1: NCA of the bundled synthetic phase 1 CAR-T trial")
     typer.echo("(30 subjects, 1.0 / 2.0 / 3.0 x10^6 CAR-T cells/kg; qPCR copies/ug DNA)")
     table = run_nca(bundled("phase1_trial.csv"), analyte="CART", intervals=[(0, 28)])
@@ -926,6 +1011,41 @@ def demo(
     keep = ["cmax", "tmax", "auc_0_28", "half_life"]
     show("Per-dose summary", summary[summary["parameter"].isin(keep)])
     poems_demo(figure)
+
+
+def rrmm_demo(figure: Path) -> None:
+    """The KQ-2003 myeloma dose escalation on the bundled synthetic 29-patient trial."""
+    from .demo.rrmm import CRS3_LIMIT, plot_rrmm, rrmm_analysis
+
+    typer.echo("cartpk demo rrmm: KQ-2003 (BCMA/CD19 CAR-T) in myeloma, NCT06223646-like")
+    typer.echo("(bundled synthetic trial: 29 patients at 1.0 / 2.0 / 3.0 x10^6 CAR-T cells/kg;")
+    typer.echo(
+        " CAR-T copies/ug, IL-6 and IFN-gamma pg/mL, M-protein g/L; truth in data/README.md)"
+    )
+    result = rrmm_analysis()
+    show("1. NCA per dose level (median, range)", result["nca"])
+    fit = result["fit"]
+    typer.echo("\n2. Joint population fit of ck_crs to CART, IL6, IFNG and MPROT")
+    typer.echo(fit.summary())
+    for name, er in result["er"].items():
+        typer.echo(f"\n3. Exposure-response ({name}) on model-based CAR-T Cmax")
+        typer.echo(er.summary())
+    escalation = result["escalation"]
+    show(
+        "4. Per dose level: estimate [90 % interval over the fits' uncertainty]; medians "
+        "over virtual patients, risks their mean",
+        escalation.wide(),
+    )
+    for _, row in result["dose_for"].iterrows():
+        basis = "estimate" if row["bound"] == "estimate" else "upper 90 % bound"
+        typer.echo(
+            f"\nDose finding ({basis} of P(CRS >= 3) below {CRS3_LIMIT:g}): "
+            f"{row['dose']:.3g} cells/kg ({row['note']})"
+        )
+    for message in result["warnings"]:
+        typer.echo(f"fit warning: {one_line(message)}")
+    plot_rrmm(result["er"], figure)
+    typer.echo(f"\nwrote {figure}")
 
 
 def poems_demo(figure: Path) -> None:

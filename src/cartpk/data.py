@@ -41,6 +41,7 @@ import csv
 import re
 import warnings
 from collections.abc import Mapping, Sequence
+from importlib.resources import files
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,11 @@ SHOWN_ROWS = 5
 ADDED = ("ROW", "CENS", "EVID", "MDV", "LLOQ", "AMT", "ANALYTE", "LIMIT")
 MISSING_TEXT = ("", ".")  # cell contents that mean "missing" (NONMEM writes ".")
 SHOWN_CHARS = 40  # a value echoed in a message is cut to this many characters
+
+
+def bundled(name: str) -> Path:
+    """Path of a data set shipped with cartpk (``cartpk/datasets``, ``data/`` in a checkout)."""
+    return Path(str(files("cartpk.datasets") / name))
 
 
 NOT_FINITE = "value is not finite (inf: a number too large for a float?)"

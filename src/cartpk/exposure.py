@@ -51,6 +51,7 @@ def exposure(
     rtol: float = 1e-8,
     atol: float = 1e-10,
     max_steps: int = 100_000,
+    on_failure: str = "raise",
 ) -> pd.DataFrame:
     """Cmax, Tmax and AUC of a model output over ``interval`` for each subject.
 
@@ -65,10 +66,15 @@ def exposure(
         rtol, atol: tolerances of the local error control (tighter than ``simulate``'s
             defaults: exposure metrics are often compared across scenarios).
         max_steps: step budget per subject.
+        on_failure: ``"raise"`` raises :class:`cartpk.SolverError` naming the first subject
+            that could not be solved; ``"nan"`` gives that subject NaN metrics and adds a
+            ``status`` column (0: solved; otherwise the solver's failure code, as
+            ``BatchSolution.status``) so that failures are counted, not lost.
 
     Returns:
         A DataFrame with columns ID, cmax (output unit), tmax (days, first occurrence) and
-        ``auc_<start>_<end>`` (output unit × day). Inputs are never modified.
+        ``auc_<start>_<end>`` (output unit × day), and ``status`` with ``on_failure="nan"``.
+        Inputs are never modified.
 
     Raises:
         ValueError / cartpk.DataError: invalid input, named; cartpk.SolverError: a subject
@@ -79,6 +85,8 @@ def exposure(
     start, end, column = _interval(interval)
     code = method_code(model, method)
     check_tolerances(rtol, atol, max_steps)
+    if on_failure not in ("raise", "nan"):
+        raise ValueError(f"on_failure {on_failure!r}: expected 'raise' or 'nan'")
     people = subjects(model, params, covariates)
     n = len(people.ids)
     d_time, d_amt, d_off = dose_arrays(model, subject_doses(model, doses, people.ids), n)
@@ -102,9 +110,13 @@ def exposure(
         status,
         fail_time,
     )
-    raise_failures(model, status, fail_time, people.ids, method_name(model, method))
     frame = pd.DataFrame({"ID": people.ids, "cmax": cmax, "tmax": tmax, column: auc})
-    return frame
+    if on_failure == "raise":
+        raise_failures(model, status, fail_time, people.ids, method_name(model, method))
+        return frame
+    failed = status != 0
+    frame.loc[failed, ["cmax", "tmax", column]] = np.nan
+    return frame.assign(status=status)
 
 
 def _output_index(model: Model, output: str) -> int:

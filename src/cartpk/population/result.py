@@ -208,30 +208,88 @@ class PopulationFit:
 
     def typical(self) -> dict[str, float]:
         """Typical parameter values on the natural scale."""
+        return self._typical(self.mu)
+
+    def _typical(self, mu: dict[str, float]) -> dict[str, float]:
         return {
-            name: float(to_natural(self.mu[name], p.scale, p.lower, p.upper))
+            name: float(to_natural(mu[name], p.scale, p.lower, p.upper))
             for name, p in self.model.parameters.items()
         }
 
     def population(self):
         """The fitted population as a :class:`cartpk.scenarios.Population` (virtual patients)."""
+        sd = np.sqrt(np.diag(self.omega))
+        return self._population(self.mu, self.theta, sd)
+
+    def populations(self, n: int, seed: int) -> list:
+        """``n`` populations drawn from the estimates' uncertainty, for intervals that carry
+        it (:func:`cartpk.dose_escalation`): the estimated typical values (``mu_*``, on the
+        estimation scale), covariate coefficients and between-subject SDs (``omega_*``)
+        drawn jointly from the normal approximation N(estimates, ``covariance``), seeded by
+        ``numpy.random.default_rng(seed)``. Fixed parameters keep their values; an SD drawn
+        below 0 is taken as 0; with ``omega="block"`` the correlations stay at their
+        estimates (only the SDs are drawn).
+
+        Raises:
+            ValueError: the fit has no covariance (its Fisher information was singular).
+        """
+        if self.covariance is None:
+            raise ValueError(
+                "populations: this fit has no covariance of its estimates (see notes), so "
+                "its uncertainty cannot be drawn"
+            )
+        labels = self.theta_names
+        centre = np.array([self._estimate(label) for label in labels])
+        rng = np.random.default_rng(seed)
+        draws = rng.multivariate_normal(centre, self.covariance, size=n, method="eigh")
+        base_sd = np.sqrt(np.diag(self.omega))
+        out = []
+        for row in draws:
+            value = dict(zip(labels, row.tolist(), strict=True))
+            mu = {name: value.get(f"mu_{name}", x) for name, x in self.mu.items()}
+            theta = {label: value.get(label, x) for label, x in self.theta.items()}
+            sd = np.array(
+                [
+                    max(value.get(f"omega_{name}", s), 0.0)
+                    for name, s in zip(self.random, base_sd, strict=True)
+                ]
+            )
+            out.append(self._population(mu, theta, sd))
+        return out
+
+    def _estimate(self, label: str) -> float:
+        """The estimate behind a ``theta_names`` label, on the scale of ``covariance``."""
+        if label.startswith("mu_") and label[3:] in self.mu:
+            return float(self.mu[label[3:]])
+        if label in self.theta:
+            return float(self.theta[label])
+        if label.startswith("omega_") and label[6:] in self.random:
+            k = self.random.index(label[6:])
+            return float(np.sqrt(self.omega[k, k]))
+        if label.startswith("omega"):
+            a, b = label.split("_", 1)[1].split(",")
+            return float(self.omega[self.random.index(a), self.random.index(b)])
+        analyte, name = label.rsplit("_", 1)
+        return float(self.sigma_values[analyte][name])
+
+    def _population(self, mu: dict[str, float], theta: dict[str, float], sd: np.ndarray):
         from ..scenarios import CovariateEffect, Population
 
-        sd = np.sqrt(np.diag(self.omega))
-        correlation = self.omega / np.outer(sd, sd)
+        base = np.sqrt(np.diag(self.omega))
+        correlation = self.omega / np.outer(base, base)
         effects = [
             CovariateEffect(
                 c["parameter"],
                 c["covariate"],
                 "power" if c["kind"] == "continuous" else "level",
-                self.theta[c["label"]],
+                theta[c["label"]],
                 c["reference"] if c["kind"] == "continuous" else c["level"],
             )
             for c in self.covariate_model
         ]
         return Population(
             model=self.model,
-            typical=self.typical(),
+            typical=self._typical(mu),
             omega=dict(zip(self.random, sd.tolist(), strict=True)),
             correlation=correlation,
             covariate_effects=effects,

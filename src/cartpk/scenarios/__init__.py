@@ -21,11 +21,14 @@ Modules, by job:
 * ``run``: :func:`scenarios`, the chunk worker and the one way it gets the kernels, local
   and dask execution, Parquet streaming;
 * ``result``: :class:`ScenarioResult` (table, summaries, bands, figures);
+* ``escalation``: :func:`dose_escalation`, per dose level exposure, peaks and outcome
+  risks with intervals from a population fit's uncertainty;
 * ``checks``: argument checks shared by the modules above;
 * ``virtual_trial``: :func:`check_parameter_set`, a parameter set against its published
   figures.
 """
 
+from .escalation import DoseEscalation, dose_escalation
 from .population import CovariateEffect, Population
 from .response import VEGF_ULN, Response
 from .result import ScenarioResult
@@ -36,9 +39,11 @@ __all__ = [
     "CMAX_CEILING",
     "VEGF_ULN",
     "CovariateEffect",
+    "DoseEscalation",
     "Population",
     "Response",
     "ScenarioResult",
     "check_parameter_set",
+    "dose_escalation",
     "scenarios",
 ]

@@ -7,9 +7,7 @@ parameters the data moved and which stayed at their priors.
 
 from __future__ import annotations
 
-from importlib.resources import files
 from os import PathLike
-from pathlib import Path
 
 import matplotlib
 
@@ -19,15 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .individual import FitResult, fit  # noqa: E402
+from ..data import bundled  # noqa: E402
+from ..individual import FitResult, fit  # noqa: E402
 
 VEGF_ERROR_CV = 0.1  # assumed assay CV of serum VEGF (fixed: three points cannot estimate it)
 BNORM_PRIOR = (200.0, 0.5)  # ng/L, log-scale SD: a normal serum VEGF, weakly held
-
-
-def bundled(name: str) -> Path:
-    """Path of a bundled data set."""
-    return Path(str(files("cartpk.datasets") / name))
 
 
 def poems_fit(seed: int = 1) -> FitResult:
