@@ -22,7 +22,7 @@ from scipy.integrate import solve_ivp
 from cartpk.errors import ModelError
 from cartpk.model import Model, list_models, load_model
 
-BUILTINS = ["ck_crs", "ck_stein", "ck_target", "ck_vegf"]
+BUILTINS = ["ck_blineage", "ck_crs", "ck_stein", "ck_target", "ck_vegf"]
 README = Path(__file__).resolve().parents[1] / "models" / "README.md"
 
 # A valid model that the error tests edit one line at a time.
@@ -114,6 +114,13 @@ def test_list_models() -> None:
             "CART VEGF",
         ),
         ("ck_target", "E0 T0 rho K alpha kmem beta g kkill", "E M T", "CART TARGET"),
+        (
+            "ck_blineage",
+            "C0 rho tmax Fb alpha beta dose_exp kkill B0 kb kba kpb kll AAB0 f_llpc VAX0 kab"
+            " tgt_cd19 tgt_bcma",
+            "E M B BA PB LL AAB VAX",
+            "CART BCELL AAB VAX",
+        ),
         (
             "ck_crs",
             "C0 rho tmax Fb alpha beta dose_exp kkill kgrow kout_mp MP0 MPnorm IL6_base kout_il6"
@@ -252,6 +259,25 @@ def crs_rhs(t: float, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     )
 
 
+def blineage_rhs(t: float, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    kkill, b0, kb, kba, kpb, kll, aab0, f_llpc, vax0, kab, cd19, bcma = p[7:19]
+    e, m, b, ba, pb, ll, aab, vax = y
+    kill = kkill * (e + m)
+    return np.concatenate(
+        [
+            stein_rhs(t, y[:2], np.r_[p[:7], p[19]]),
+            [
+                kb * (b0 - b) - cd19 * kill * b,
+                kba * ba * (1 - ba) - cd19 * kill * ba,
+                kpb * (ba - pb) - (cd19 + bcma - cd19 * bcma) * kill * pb,
+                kll * (1 - ll) - bcma * kill * ll,
+                kab * (aab0 * ((1 - f_llpc) * pb + f_llpc * ll) - aab),
+                kab * (vax0 * ll - vax),
+            ],
+        ]
+    )
+
+
 def target_rhs(t: float, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     _, _, rho, k, alpha, kmem, beta, g, kkill, _ = p
     e, m, tumour = y
@@ -274,6 +300,13 @@ REFERENCE = {
         "rhs": vegf_rhs,
         "initial": lambda p: np.array([p[0] * (p[12] / 1e6) ** p[6], 0.0, 1.0, p[10]]),
         "outputs": lambda y: np.array([y[0] + y[1], y[3]]),
+    },
+    "ck_blineage": {
+        "rhs": blineage_rhs,
+        "initial": lambda p: np.array(
+            [p[0] * (p[19] / 1e6) ** p[6], 0.0, p[8], 1.0, 1.0, 1.0, p[13], p[15]]
+        ),
+        "outputs": lambda y: np.array([y[0] + y[1], y[2], y[6], y[7]]),
     },
     "ck_crs": {
         "rhs": crs_rhs,
@@ -320,7 +353,7 @@ def test_generated_functions_match_reference(models: dict[str, Model], name: str
         np.testing.assert_allclose(out, ref["outputs"](y), rtol=1e-14)
 
 
-@pytest.mark.parametrize("name", ["ck_crs", "ck_stein", "ck_vegf"])
+@pytest.mark.parametrize("name", ["ck_blineage", "ck_crs", "ck_stein", "ck_vegf"])
 def test_piecewise_switches_at_tmax(models: dict[str, Model], name: str) -> None:
     model = models[name]
     p = model.pack(None)[0]

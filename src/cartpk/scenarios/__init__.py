@@ -23,6 +23,8 @@ Modules, by job:
 * ``result``: :class:`ScenarioResult` (table, summaries, bands, figures);
 * ``escalation``: :func:`dose_escalation`, per dose level exposure, peaks and outcome
   risks with intervals from a population fit's uncertainty;
+* ``target_sets``: :func:`compare_target_sets`, the CD19, BCMA and compound CAR on the
+  same virtual patients (``ck_blineage``);
 * ``checks``: argument checks shared by the modules above;
 * ``virtual_trial``: :func:`check_parameter_set`, a parameter set against its published
   figures.
@@ -33,6 +35,7 @@ from .population import CovariateEffect, Population
 from .response import VEGF_ULN, Response
 from .result import ScenarioResult
 from .run import scenarios
+from .target_sets import TARGET_SETS, compare_target_sets
 from .virtual_trial import CMAX_CEILING, check_parameter_set
 
 __all__ = [
@@ -43,7 +46,9 @@ __all__ = [
     "Population",
     "Response",
     "ScenarioResult",
+    "TARGET_SETS",
     "check_parameter_set",
+    "compare_target_sets",
     "dose_escalation",
     "scenarios",
 ]
