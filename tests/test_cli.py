@@ -227,6 +227,18 @@ def test_demo_rrmm_runs(tmp_path: Path) -> None:
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_demo_nmosd_runs(tmp_path: Path) -> None:
+    """``cartpk demo nmosd`` prints the fit, the recovery table and the seed checks and
+    writes its figure (the numbers are checked in tests/test_nmosd_trial.py)."""
+    figure = tmp_path / "nmosd.png"
+    result = run_cli("demo", "nmosd", "--figure", str(figure))
+    assert result.returncode == 0, result.stderr
+    for step in ("1. Population fit of ck_blineage", "2. Recovery", "3. Per patient",
+                 "CAR-T quantified beyond 6 months: 2 of 12"):  # fmt: skip
+        assert step in result.stdout, step
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def stein_csv(path: Path, ids: tuple = (1,), lloq: float = 100.0) -> Path:
     """Noisy ck_stein closed-form profiles (DESIGN.md), censored below ``lloq``, as a CSV."""
     days = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)
@@ -362,7 +374,7 @@ BAD_INPUTS = [
      "--analyte VEGF: no such analyte in the data (the data have: CART)"),
     ("demo --figure unknown format", ["demo", "--figure", "{tmp}/poems.txt"],
      "unknown figure format '.txt'"),
-    ("demo unknown case", ["demo", "lupus"], "'lupus': expected one of poems, rrmm"),
+    ("demo unknown case", ["demo", "lupus"], "'lupus': expected one of poems, rrmm, nmosd"),
     ("--interval not numbers (usage error)", ["nca", "{data}", "--interval", "a", "b"],
      "Invalid value for '--interval'"),
     ("missing argument (usage error)", ["fit", "ck_stein"], "Missing argument 'data'"),

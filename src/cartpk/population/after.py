@@ -282,7 +282,8 @@ def fisher_covariance(
     active = [j for j, n in enumerate(names) if n in d.estimated]
     random = [j for j, n in enumerate(names) if n in d.random]
     gone = collapsed(run)
-    blocks = omega_elements([j for j in random if j not in gone], d.block)
+    kept = [j for j in random if j not in gone]
+    blocks = omega_elements(kept, d.block)
     errors = [
         (a, n) for a, (kind, fixed) in d.errors.items() for n in run.error[a] if n not in fixed
     ]
@@ -301,30 +302,35 @@ def fisher_covariance(
             f"observations only, and {', '.join(dict.fromkeys(blind))} has none (every point "
             "censored, e.g. titres given as intervals)"
         )
-        return labels, None
+        return sd_labels(labels, names, kept), None
     for i in range(d.n):
         rows = np.arange(d.obs.off[i], d.obs.off[i + 1])
         rows = rows[quantified[rows]]
         if rows.size == 0:
             continue
         info += subject_information(run, i, rows, f[rows], J[rows], active, random, blocks, errors)
-    kept = [j for j in random if j not in gone]
     omega_index = [labels.index(omega_label(names, a, a)) for a in kept]
     try:
         covariance = np.linalg.inv(info)
     except np.linalg.LinAlgError:
         notes.append("the Fisher information is singular: standard errors not computable")
-        return labels, None
+        return sd_labels(labels, names, kept), None
     if np.any(np.diag(covariance) <= 0) or not np.all(np.isfinite(covariance)):
         notes.append("the Fisher information is not positive definite: no standard errors")
-        return labels, None
+        return sd_labels(labels, names, kept), None
     for k, j in zip(omega_index, kept, strict=True):
         # the variance element's SE turned into the SD's by the delta method
         sd = np.sqrt(run.omega[j, j])
         covariance[k, :] /= 2 * sd
         covariance[:, k] /= 2 * sd
-        labels[k] = f"omega_{names[j]}"
-    return labels, covariance
+    return sd_labels(labels, names, kept), covariance
+
+
+def sd_labels(labels: list[str], names: tuple[str, ...], kept: list[int]) -> list[str]:
+    """The labels of the estimates reported: a diagonal Omega element as its SD, omega_<p>
+    (the covariance holds the SD's variance, by the delta method)."""
+    variance = {omega_label(names, j, j): f"omega_{names[j]}" for j in kept}
+    return [variance.get(label, label) for label in labels]
 
 
 def omega_elements(random: list[int], block: bool) -> list[tuple[int, int]]:
