@@ -49,55 +49,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import NOT_FINITE, SHOWN_ROWS, DataError, fail, rows_text, shown
 
 STANDARD = ("ID", "TIME", "DV", "ANALYTE", "LLOQ", "CENS", "LIMIT", "EVID", "AMT", "MDV")
 ALIASES = {"DVID": "ANALYTE", "BLQ": "CENS"}
-SHOWN_ROWS = 5
 # columns the reader adds after the user's, in this order, when the table lacks them
 ADDED = ("ROW", "CENS", "EVID", "MDV", "LLOQ", "AMT", "ANALYTE", "LIMIT")
 MISSING_TEXT = ("", ".")  # cell contents that mean "missing" (NONMEM writes ".")
-SHOWN_CHARS = 40  # a value echoed in a message is cut to this many characters
 
 
 def bundled(name: str) -> Path:
     """Path of a data set shipped with cartpk (``cartpk/datasets``, ``data/`` in a checkout)."""
     return Path(str(files("cartpk.datasets") / name))
-
-
-NOT_FINITE = "value is not finite (inf: a number too large for a float?)"
-
-
-def plain(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds (IDs in messages read 1, not np.int64(1))."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def shown(value: Any, quoted: bool = True) -> str:
-    """``repr(value)`` (``str`` if not ``quoted``), cut to :data:`SHOWN_CHARS` characters:
-    a 50 MB cell is not echoed in full."""
-    value = plain(value)
-    text = repr(value) if quoted else str(value)
-    if len(text) <= SHOWN_CHARS:
-        return text
-    return f"{text[: SHOWN_CHARS - 3]}... ({len(text)} characters)"
-
-
-def rows_text(rows: pd.Series | np.ndarray) -> str:
-    """Describe offending row numbers: the first few and how many in all."""
-    rows = list(rows)
-    shown = ", ".join(str(int(r)) for r in rows[:SHOWN_ROWS])
-    more = f" and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else ""
-    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
-
-
-def fail(mask: np.ndarray, column: str, problem: str) -> None:
-    """Raise a DataError for the rows selected by the boolean array ``mask``, if any.
-
-    ``mask`` is in the order of the user's table, so row k is user row k + 1.
-    """
-    if mask.any():
-        raise DataError(f"column {column}: {problem} ({rows_text(np.flatnonzero(mask) + 1)})")
 
 
 def canonical_names(frame: pd.DataFrame) -> list[str]:

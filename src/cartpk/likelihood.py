@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_ndtr
 
-from .data import Dataset, plain, rows_text, shown
-from .errors import DataError
+from .data import Dataset
+from .errors import DataError, plain, rows_text, shown
 from .kernels.codes import KIND_CODES
 
 if TYPE_CHECKING:
