@@ -70,14 +70,14 @@ CASES = [
         "dose record at TIME -1",
         lambda tmp: fit("ck_stein", subject(dose_time=-1.0), **QUICK),
         DataError,
-        r"column TIME: the first dose record \(EVID=1\) is not at TIME 0 \(ID 1 at TIME -1\)"
+        r"column TIME: the first dose record \(EVID=1 or 4\) is not at TIME 0 \(ID 1 at TIME -1\)"
         r".*subtract each subject's infusion time.*\(row 1\)",
     ),
     (
         "time origin not at the infusion (first dose at TIME 7)",
         lambda tmp: read_dataset(subject(dose_time=7.0)),
         DataError,
-        r"first dose record \(EVID=1\) is not at TIME 0 \(ID 1 at TIME 7\)",
+        r"first dose record \(EVID=1 or 4\) is not at TIME 0 \(ID 1 at TIME 7\)",
     ),
     (
         "DOSE column contradicting AMT",

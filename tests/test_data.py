@@ -78,7 +78,10 @@ def test_sorted_by_id_then_time_with_original_rows() -> None:
         (table(DV=[5, np.nan, 40, 6, 1, 5]), r"column DV: missing DV .* \(row 2\)"),
         (table(DV=[5, -1, 40, 6, -2, 5]), r"column DV: negative value.* \(rows 2, 5\)"),
         (table(CENS=[0, 2, 0, 0, 0, 0]), r"column CENS: must be 0 or 1 \(row 2\)"),
-        (table(EVID=[0, 0, 0, 0, 0, 4]), r"column EVID: must be 0 or 1 \(row 6\)"),
+        (
+            table(EVID=[0, 0, 0, 0, 0, 5]),
+            r"column EVID: must be one of 0 observation, .* \(row 6\)",
+        ),
         (table(MDV=[0, 0, 0, "y", 0, 0]), r"column MDV: not a number .* \(row 4\)"),
         (
             table(CENS=[0, 0, 1, 0, 0, 0], LLOQ=[10, 10, np.nan, 10, 10, 10]),
@@ -101,8 +104,8 @@ def test_sorted_by_id_then_time_with_original_rows() -> None:
         (table(ANALYTE=["CART", ".", "CART", "CART", "CART", "CART"]), r"ANALYTE: missing .*row 2"),
         (
             table(EVID=[0, 0, 0, 0, 1, 0], AMT=[np.nan, np.nan, np.nan, np.nan, 1e6, np.nan]),
-            r"column TIME: the first dose record \(EVID=1\) is not at TIME 0 \(ID 2 at TIME 7\)"
-            r".* \(row 5\)",
+            r"column TIME: the first dose record \(EVID=1 or 4\) is not at TIME 0 "
+            r"\(ID 2 at TIME 7\).* \(row 5\)",
         ),
     ],
 )

@@ -252,7 +252,9 @@ def test_reinfusions_enter_predictions_and_json() -> None:
     result = quiet_fit(
         "ck_stein", profile(), params=ALL_FIXED, error={"CART": ("log", {"sigma": 0.2})}
     )
-    again = dataclasses.replace(result, doses=pd.DataFrame({"TIME": [20.0], "AMT": [5e5]}))
+    again = dataclasses.replace(
+        result, doses=pd.DataFrame({"TIME": [20.0], "AMT": [5e5], "EVID": [1]})
+    )
     times = np.array([5.0, 19.0, 20.5, 25.0, 60.0, 200.0])
     p = TRUTH
     after = np.maximum(times - 20.0, 0.0)

@@ -155,7 +155,7 @@ def test_solving_kernels_and_residuals_agree_on_interval_points(stein) -> None:
     args = (
         p, t, np.zeros(t.size, dtype=np.int64), dv, cens, upper, lower,
         np.zeros(t.size, dtype=np.int64), np.full(t.size, sigma), np.zeros(t.size),
-        np.empty(0), np.empty(0), SOLVER, np.empty((t.size, 1)),
+        np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), SOLVER, np.empty((t.size, 1)),
     )  # fmt: skip
     q = cens == 0
     expected = -2 * stats.norm.logpdf(np.log(dv[q]), np.log(f[q]), sigma).sum()

@@ -69,6 +69,7 @@ def test_numba_likelihood_kernel_against_scipy(stein, kind, code, ea, eb) -> Non
         p, t, np.zeros(t.size, dtype=np.int64), dv, cens, lloq, np.full(t.size, -np.inf),
         np.full(t.size, code),
         np.full(t.size, ea), np.full(t.size, eb), np.empty(0), np.empty(0),
+        np.empty(0, dtype=np.int64),
         np.array([0.0, 1e-10, 1e-12, 1e5]), np.empty((t.size, 1)),
     )  # fmt: skip
     q = cens == 0
@@ -98,7 +99,8 @@ def test_far_tail_of_the_m3_term(stein) -> None:
         args = (
             p, t, np.zeros(1, dtype=np.int64), lloq, np.ones(1, dtype=np.int64), lloq,
             np.full(1, -np.inf), np.zeros(1, dtype=np.int64), np.full(1, 0.1), np.zeros(1),
-            np.empty(0), np.empty(0), np.array([0.0, 1e-10, 1e-12, 1e5]), np.empty((1, 1)),
+            np.empty(0), np.empty(0), np.empty(0, dtype=np.int64),
+            np.array([0.0, 1e-10, 1e-12, 1e5]), np.empty((1, 1)),
         )  # fmt: skip
         assert f(*args) == pytest.approx(-2 * stats.norm.logcdf(z), rel=1e-7)
 
@@ -156,6 +158,7 @@ def test_pack_observations_by_hand() -> None:
     np.testing.assert_array_equal(packed.covariates, [[80.0, 1e6, 60.0], [70.0, 2e6, 60.0]])
     np.testing.assert_array_equal(packed.d_time, [4.0, 10.0])
     np.testing.assert_array_equal(packed.d_amt, [1e6, 5e5])
+    np.testing.assert_array_equal(packed.d_reset, [0, 0])
     np.testing.assert_array_equal(packed.d_off, [0, 0, 2])
     assert packed.excluded_before_infusion == 1
     assert [packed.off.dtype, packed.out.dtype, packed.cens.dtype, packed.d_off.dtype] == [
@@ -172,7 +175,7 @@ def test_pack_observations_by_hand() -> None:
         (
             pack_model(dose_state=None),
             ["B", "A"],
-            r"EVID: doses after TIME 0 \(rows 11, 8\) but model 'packer' has no \[dosing\]",
+            r"EVID: doses after TIME 0 \(rows 8, 11\) but model 'packer' has no \[dosing\]",
         ),
         (pack_model(), ["C"], r"column WT: no value for IDs \['C'\]"),
         (pack_model(covariates={"DOSE": SimpleNamespace(reference=1.0)}), ["C"], r"DOSE: no"),

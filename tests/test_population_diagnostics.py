@@ -454,7 +454,7 @@ def test_json_carries_the_model_and_warns_when_its_file_changed(fit, tmp_path):
 def test_json_round_trip(fit, table):
     text = fit.to_json()
     data = json.loads(text)
-    assert data["format"] == "cartpk.PopulationFit" and data["format_version"] == 2
+    assert data["format"] == "cartpk.PopulationFit" and data["format_version"] == 3
     assert data["model"]["name"] == "ck_stein" and "path" not in data["model"]
     assert data["model"]["text"] == fit.model.path.read_text(encoding="utf-8")
     assert "cartpk_version" in data
@@ -478,7 +478,7 @@ def test_json_keeps_string_ids_and_doses(fit):
         observations=fit.observations.assign(
             ID=np.array([labels[i] for i in fit.observations["ID"]], dtype=object)
         ),
-        doses=pd.DataFrame({"ID": ["P003"], "TIME": [100.0], "AMT": [2e6]}),
+        doses=pd.DataFrame({"ID": ["P003"], "TIME": [100.0], "AMT": [2e6], "EVID": [1]}),
     )
     back = PopulationFit.from_json(renamed.to_json())
     assert back.ids == renamed.ids and all(type(i) is str for i in back.ids)

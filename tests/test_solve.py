@@ -455,7 +455,7 @@ def test_simulate_rejects_bad_options(stein: Model) -> None:
         simulate(stein, None, [0, 1], rtol=0)
     with pytest.raises(ValueError, match="atol -1"):
         simulate(stein, None, [0, 1], atol=-1)
-    with pytest.raises(DataError, match=r"TIME -1 in row 1 is before the infusion"):
+    with pytest.raises(DataError, match=r"doses: column TIME: before the infusion .*\(row 1\)"):
         simulate(stein, None, [0, 1], doses=pd.DataFrame({"TIME": [-1.0], "AMT": [1e6]}))
     with pytest.raises(DataError, match="column 'AMT' is missing"):
         simulate(stein, None, [0, 1], doses=pd.DataFrame({"TIME": [1.0]}))

@@ -29,7 +29,8 @@ def solve_at(
     m = p.shape[0]
     values = np.empty((t_flat.size, kernels.n_outputs))
     status = np.zeros(m, dtype=np.int64)
-    no_doses = (np.empty(0), np.empty(0), np.zeros(m + 1, dtype=np.int64))
+    no_resets = np.empty(0, dtype=np.int64)
+    no_doses = (np.empty(0), np.empty(0), no_resets, np.zeros(m + 1, dtype=np.int64))
     kernels.solve_batch(p, t_flat, t_off, *no_doses, *solver, values, status, np.empty(m))
     return values, status
 

@@ -1,10 +1,11 @@
 """Read and validate datasets in the long, NONMEM-compatible format.
 
-One row per observation or dose. Columns (case-insensitive): ID, TIME (days since CAR-T
+One row per observation or event. Columns (case-insensitive): ID, TIME (days since CAR-T
 infusion), DV (observed value in the analyte's unit), ANALYTE (alias DVID), LLOQ, CENS
-(alias BLQ; 1 = censored), LIMIT (lower bound of a censored value), EVID (1 = dose record),
-AMT (dose, CAR-T cells/kg), MDV (1 = ignore DV); every other column is a covariate (DOSE,
-WT, ...).
+(alias BLQ; 1 = censored), LIMIT (lower bound of a censored value), EVID (0 observation,
+1 dose, 2 other-type event, 3 reset, 4 reset and dose), AMT (dose, CAR-T cells/kg), MDV
+(1 = ignore DV), and NONMEM's dose items ADDL (additional doses), II (their interval,
+days), SS and RATE (0 or empty only); every other column is a covariate (DOSE, WT, ...).
 
 Censored observations follow Monolix's CENSORING / LIMIT convention (the MonolixSuite data
 set documentation, "Columns used to define observations"; nlmixr2 reads the same CENS and
@@ -30,9 +31,36 @@ DataFrame is never modified and no row is dropped silently.
 
 NONMEM conventions: "." (like an empty cell) means missing in any column, so DV, AMT or a
 covariate may be "." on the rows where it does not apply. TIME is days since the first CAR-T
-infusion: a subject's first dose record (EVID=1), if it has one, must be at TIME 0, and a
-DOSE column must agree with the AMT infused at TIME 0. A numeric DVID (1, 2, ...) is mapped
+infusion: a subject's first dose record (EVID=1 or 4), if it has one, must be at TIME 0, and
+a DOSE column must agree with the AMT infused at TIME 0. A numeric DVID (1, 2, ...) is mapped
 to model output names by the ``dvid`` argument of :func:`read_dataset`.
+
+Dose records (:mod:`cartpk.dosing` reads and expands them, for the fits as for
+:func:`cartpk.simulate`'s ``doses`` tables):
+
+* EVID 1 is a dose, EVID 0 an observation (with MDV 0). EVID 2, an other-type event, is
+  neither: its DV is ignored, it may carry covariate values (which, like any covariate,
+  count through the subject's baseline). EVID 3 resets, EVID 4 resets and doses.
+* The doses at TIME 0 make the DOSE covariate (the models hold the infusion in their
+  initial state, through their dose link); a dose after TIME 0 is a re-infusion, added to
+  the model's dosing state (its ``[dosing]`` section).
+* ADDL and II: a dose record at TIME t with ADDL = n and II = d gives n further doses, at
+  t + d, ..., t + n d, each like the record's (an EVID 4 record's further doses are plain
+  doses). ADDL must be a whole number >= 0 and II > 0 days when ADDL > 0; II without ADDL,
+  ADDL without a positive II, and either on a row that is not a dose record are refused.
+* A reset starts the subject afresh at its next dose (an EVID 4 record's own): from that
+  dose, at time T, the subject is solved as if infused at T, from the model's initial
+  state with DOSE = the AMT infused at T and with the model's clock at t - T (so ck_stein's
+  expansion lasts until T + tmax), its parameters and other covariates unchanged.
+  Observations at T see the fresh start (as an observation at a dose's time sees the
+  dose). There is no state without CAR-T cells, so an observation between an EVID 3 reset
+  and the next dose is refused, as are: a reset before the subject's first dose record
+  (an EVID 4 that is the first dose record is a plain dose), additional doses (ADDL) that
+  reach a later reset, a dose at a reset's TIME listed before the reset (it would be
+  discarded), and an AMT on an EVID 2 or 3 row.
+* SS and RATE must be 0 or empty: steady state has no meaning for these non-linear
+  kinetics, which never settle into a dosing steady state, and a CAR-T infusion of minutes
+  is given as a bolus.
 """
 
 from __future__ import annotations
@@ -49,55 +77,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .dosing import DOSE, DOSE_ITEMS, RESET_DOSE, check_records, dose_events
+from .errors import NOT_FINITE, SHOWN_ROWS, DataError, fail, rows_text, shown
 
+#: the columns cartpk reads (NONMEM's dose items included); every other column is a covariate
 STANDARD = ("ID", "TIME", "DV", "ANALYTE", "LLOQ", "CENS", "LIMIT", "EVID", "AMT", "MDV")
+STANDARD += DOSE_ITEMS
 ALIASES = {"DVID": "ANALYTE", "BLQ": "CENS"}
-SHOWN_ROWS = 5
 # columns the reader adds after the user's, in this order, when the table lacks them
 ADDED = ("ROW", "CENS", "EVID", "MDV", "LLOQ", "AMT", "ANALYTE", "LIMIT")
 MISSING_TEXT = ("", ".")  # cell contents that mean "missing" (NONMEM writes ".")
-SHOWN_CHARS = 40  # a value echoed in a message is cut to this many characters
 
 
 def bundled(name: str) -> Path:
     """Path of a data set shipped with cartpk (``cartpk/datasets``, ``data/`` in a checkout)."""
     return Path(str(files("cartpk.datasets") / name))
-
-
-NOT_FINITE = "value is not finite (inf: a number too large for a float?)"
-
-
-def plain(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds (IDs in messages read 1, not np.int64(1))."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def shown(value: Any, quoted: bool = True) -> str:
-    """``repr(value)`` (``str`` if not ``quoted``), cut to :data:`SHOWN_CHARS` characters:
-    a 50 MB cell is not echoed in full."""
-    value = plain(value)
-    text = repr(value) if quoted else str(value)
-    if len(text) <= SHOWN_CHARS:
-        return text
-    return f"{text[: SHOWN_CHARS - 3]}... ({len(text)} characters)"
-
-
-def rows_text(rows: pd.Series | np.ndarray) -> str:
-    """Describe offending row numbers: the first few and how many in all."""
-    rows = list(rows)
-    shown = ", ".join(str(int(r)) for r in rows[:SHOWN_ROWS])
-    more = f" and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else ""
-    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
-
-
-def fail(mask: np.ndarray, column: str, problem: str) -> None:
-    """Raise a DataError for the rows selected by the boolean array ``mask``, if any.
-
-    ``mask`` is in the order of the user's table, so row k is user row k + 1.
-    """
-    if mask.any():
-        raise DataError(f"column {column}: {problem} ({rows_text(np.flatnonzero(mask) + 1)})")
 
 
 def canonical_names(frame: pd.DataFrame) -> list[str]:
@@ -155,17 +149,20 @@ def required(raw: dict[str, pd.Series], names: list[str]) -> dict[str, np.ndarra
 
 
 def flags(raw: dict[str, pd.Series], n: int) -> dict[str, np.ndarray]:
-    """CENS, EVID, MDV (0 where absent or empty; must be 0 or 1), LLOQ, AMT and LIMIT (NaN
-    where absent) as float arrays."""
+    """CENS, EVID, MDV (0 where absent or empty; CENS and MDV must be 0 or 1, EVID is
+    checked with the dose columns), LLOQ, AMT and LIMIT (NaN where absent), and the dose
+    items ADDL, II, SS, RATE the table has (NaN where empty), as float arrays."""
     out = {}
     for column in ("CENS", "EVID", "MDV"):
         values = numeric(raw[column], column) if column in raw else np.zeros(n)
         values[np.isnan(values)] = 0.0
-        fail((values != 0.0) & (values != 1.0), column, "must be 0 or 1")
+        if column != "EVID":
+            fail((values != 0.0) & (values != 1.0), column, "must be 0 or 1")
         out[column] = values
     for column in ("LLOQ", "AMT", "LIMIT"):
         out[column] = numeric(raw[column], column) if column in raw else np.full(n, np.nan)
         fail(np.isinf(out[column]), column, NOT_FINITE)
+    out.update({column: numeric(raw[column], column) for column in DOSE_ITEMS if column in raw})
     return out
 
 
@@ -306,10 +303,9 @@ def duplicated(*keys: Any) -> np.ndarray:
 
 
 def check_doses(c: dict[str, np.ndarray], ids: pd.Series, dose: pd.Series | None) -> None:
-    """Dose records need a positive AMT; each subject's first dose record is at TIME 0 (the
-    time origin is the first infusion), and a DOSE column agrees with the AMT at TIME 0."""
-    dosing = c["EVID"] == 1
-    fail(dosing & ~(c["AMT"] > 0), "AMT", "dose record (EVID=1) without a positive AMT")
+    """Each subject's first dose record (EVID 1 or 4) is at TIME 0 (the time origin is the
+    first infusion), and a DOSE column agrees with the AMT at TIME 0."""
+    dosing = np.isin(c["EVID"], (DOSE, RESET_DOSE))
     if not dosing.any():
         return
     code, levels = pd.factorize(ids.to_numpy(), use_na_sentinel=False)
@@ -324,7 +320,7 @@ def check_doses(c: dict[str, np.ndarray], ids: pd.Series, dose: pd.Series | None
         fail(
             rows,
             "TIME",
-            f"the first dose record (EVID=1) is not at TIME 0 ({who}{more}); TIME is days "
+            f"the first dose record (EVID=1 or 4) is not at TIME 0 ({who}{more}); TIME is days "
             "since the first CAR-T infusion: subtract each subject's infusion time from its "
             "TIME",
         )
@@ -435,6 +431,7 @@ class Dataset:
     def __init__(self, frame: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None) -> None:
         self.frame = frame
         self._columns: dict[str, np.ndarray] = {}
+        self._doses: pd.DataFrame | None = None
         for name, values in (arrays or {}).items():
             self._cache(name, values)
         self.ids = pd.unique(frame["ID"])
@@ -480,8 +477,15 @@ class Dataset:
         return self.frame[self.observed(analyte)].copy()
 
     def doses(self) -> pd.DataFrame:
-        """Dose records (EVID 1)."""
-        return self.frame[self.column("EVID") == 1].copy()
+        """The doses given, one row per dose, additional doses (ADDL, II) written out: ID,
+        TIME (day), AMT, EVID (4 for the dose that starts a subject afresh after a reset, 1
+        otherwise) and ROW (the user's row of the dose record); see :mod:`cartpk.dosing`."""
+        if self._doses is None:
+            items = [c for c in ("TIME", "EVID", "AMT", *DOSE_ITEMS) if c in self.frame]
+            columns = {c: self.column(c).astype(np.float64) for c in items}
+            rows = self.column("ROW")
+            self._doses = dose_events(self.column("ID"), columns, rows, self.observed())
+        return self._doses.copy()
 
     def subject_covariates(self) -> pd.DataFrame:
         """One row per ID: each covariate's first non-missing value (the baseline)."""
@@ -552,6 +556,7 @@ def read_dataset(
     checked = required(raw, names)
     has_lloq = "LLOQ" in raw
     checked.update(flags(raw, n))
+    check_records(checked)
     analyte = analyte_column(raw, n, default_analyte, check_dvid(dvid))
     check_censoring(checked, has_lloq)
     if missing_dv not in ("error", "keep"):
@@ -569,7 +574,9 @@ def read_dataset(
     arrays = {c: np.asarray(v) for c, v in columns.items()}
     columns.update({c: taken(raw[c], order) for c in names if c not in columns})
     ordered = [*names, *(c for c in ADDED if c not in names)]
-    return Dataset(pd.DataFrame({c: columns[c] for c in ordered}), arrays)
+    dataset = Dataset(pd.DataFrame({c: columns[c] for c in ordered}), arrays)
+    dataset.doses()  # the dose records in sequence: resets, ADDL (see cartpk.dosing)
+    return dataset
 
 
 def as_dataset(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .errors import DataError
 from .solve import (
     as_model,
     check_tolerances,
@@ -62,7 +63,7 @@ def exposure(
         output: the model output, e.g. ``"CART"``.
         interval: (start, end) in days, 0 <= start < end; gives the column
             ``auc_<start>_<end>`` (e.g. ``auc_0_28``).
-        covariates, doses, method: as in :func:`cartpk.simulate`.
+        covariates, doses, method: as in :func:`cartpk.simulate` (without resets).
         rtol, atol: tolerances of the local error control (tighter than ``simulate``'s
             defaults: exposure metrics are often compared across scenarios).
         max_steps: step budget per subject.
@@ -89,7 +90,12 @@ def exposure(
         raise ValueError(f"on_failure {on_failure!r}: expected 'raise' or 'nan'")
     people = subjects(model, params, covariates)
     n = len(people.ids)
-    d_time, d_amt, d_off = dose_arrays(model, subject_doses(model, doses, people.ids), n)
+    d_time, d_amt, d_reset, d_off = dose_arrays(model, subject_doses(model, doses, people.ids), n)
+    if d_reset.any():
+        raise DataError(
+            "doses: exposure over a window does not support a reset (EVID=4): simulate the "
+            "subject's course after the reset as a subject of its own, infused at the reset"
+        )
     cmax, tmax, auc, fail_time = (np.full(n, np.nan) for _ in range(4))
     status = np.zeros(n, dtype=np.int64)
     model.kernels.exposure_batch(

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_ndtr
 
-from .data import Dataset, plain, rows_text, shown
-from .errors import DataError
+from .data import Dataset
+from .dosing import RESET_DOSE, ragged
+from .errors import DataError, plain, rows_text, shown
 from .kernels.codes import KIND_CODES
 
 if TYPE_CHECKING:
@@ -121,9 +122,10 @@ class ObservationArrays:
     """Subjects' observations and re-infusions as the flat arrays the numba kernels take.
 
     Subject i owns observation rows ``off[i]:off[i+1]`` (sorted by time, days) and dose rows
-    ``d_off[i]:d_off[i+1]``; ``covariates`` is (n, n_cov) in the model's covariate order.
-    Doses at TIME 0 are not listed: the infusion is in the model's initial condition through
-    the DOSE covariate. Observations before TIME 0 are counted, not used. ``notes`` says
+    ``d_off[i]:d_off[i+1]`` (``d_reset`` 1 for a dose that starts the subject afresh after a
+    reset, see :mod:`cartpk.dosing`); ``covariates`` is (n, n_cov) in the model's covariate
+    order. Doses at TIME 0 are not listed: the infusion is in the model's initial condition
+    through the DOSE covariate. Observations before TIME 0 are counted, not used. ``notes`` says
     what the fit should report: observations not used, covariates reduced to their baseline.
 
     A censored row (``cens`` 1) lies in (``limit``, ``lloq``]: ``lloq`` is its upper bound
@@ -144,6 +146,7 @@ class ObservationArrays:
     covariates: np.ndarray
     d_time: np.ndarray
     d_amt: np.ndarray
+    d_reset: np.ndarray
     d_off: np.ndarray
     excluded_before_infusion: int
     notes: list[str] = field(default_factory=list)
@@ -204,7 +207,7 @@ def pack_observations(
             "TIME 0 is the infusion)"
         )
     notes += baseline_notes(ds, list(model.covariates), subjects)
-    d_time, d_amt, d_off = reinfusions(ds, model, subjects)
+    d_time, d_amt, d_reset, d_off = reinfusions(ds, model, subjects.ids)
     analyte = ds.column("ANALYTE")[rows].astype(str)
     names, index = np.unique(analyte, return_inverse=True)
     dv = ds.column("DV")[rows].astype(np.float64)
@@ -228,6 +231,7 @@ def pack_observations(
         covariates=subject_covariate_matrix(ds, model, subjects),
         d_time=d_time,
         d_amt=d_amt,
+        d_reset=d_reset,
         d_off=d_off,
         excluded_before_infusion=early,
         notes=notes,
@@ -257,22 +261,6 @@ class SubjectRows:
         out = np.full(len(self.ids), np.nan)
         out[found] = values[rows[first]].astype(np.float64)
         return out
-
-    def sums(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Per subject: the sum of ``values`` over its ``rows`` (boolean over data rows),
-        NaN where the subject has none of them."""
-        rows = rows & (self.code >= 0)
-        total = np.bincount(self.code[rows], weights=values[rows], minlength=len(self.ids))
-        count = np.bincount(self.code[rows], minlength=len(self.ids))
-        return np.where(count > 0, total, np.nan)
-
-    def ragged(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The data rows selected by ``rows`` (boolean) grouped by subject (each group in
-        data order), and the groups' offsets."""
-        selected = np.flatnonzero(rows & (self.code >= 0))
-        selected = selected[np.argsort(self.code[selected], kind="stable")]
-        counts = np.bincount(self.code[selected], minlength=len(self.ids))
-        return selected, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
 def baseline_notes(ds: Dataset, names: Sequence[str], subjects: SubjectRows) -> list[str]:
@@ -306,10 +294,15 @@ def derived_dose(ds: Dataset, subjects: SubjectRows) -> np.ndarray | None:
     """Per subject, the AMT infused at TIME 0 (the DOSE covariate a data set without a DOSE
     column implies), NaN for a subject without a dose record; None when the data have no
     dose record at TIME 0."""
-    at_zero = (ds.column("EVID") == 1) & (ds.column("TIME") == 0)
-    if not at_zero.any():
+    doses = ds.doses()
+    doses = doses[doses["TIME"] == 0]
+    if doses.empty:
         return None
-    return subjects.sums(ds.column("AMT"), at_zero)
+    n = len(subjects.ids)
+    code = pd.Index(subjects.ids).get_indexer(doses["ID"])
+    mine = code >= 0
+    total = np.bincount(code[mine], weights=doses["AMT"].to_numpy()[mine], minlength=n)
+    return np.where(np.bincount(code[mine], minlength=n) > 0, total, np.nan)
 
 
 def subject_covariate_matrix(ds: Dataset, model: Model, subjects: SubjectRows) -> np.ndarray:
@@ -335,19 +328,19 @@ def subject_covariate_matrix(ds: Dataset, model: Model, subjects: SubjectRows) -
 
 
 def reinfusions(
-    ds: Dataset, model: Model, subjects: SubjectRows
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dose records after TIME 0 as ragged arrays (time, amount, offsets) over the subjects."""
-    later = (ds.column("EVID") == 1) & (ds.column("TIME") > 0)
-    mine = later & (subjects.code >= 0)
-    if model.dose_state is None and mine.any():
+    ds: Dataset, model: Model, ids: Sequence[Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The doses after TIME 0 of subjects ``ids`` (ADDL written out, resets flagged; see
+    :mod:`cartpk.dosing`) as the kernels' ragged arrays (time, amount, reset, offsets)."""
+    doses = ds.doses()
+    doses = doses[(doses["TIME"] > 0) & doses["ID"].isin(list(ids))]
+    boluses = doses["EVID"] != RESET_DOSE
+    if model.dose_state is None and boluses.any():
         raise DataError(
-            f"column EVID: doses after TIME 0 ({rows_text(ds.column('ROW')[mine])}) but model "
-            f"{model.name!r} has no [dosing] section for re-infusions"
+            f"column EVID: doses after TIME 0 ({rows_text(np.unique(doses['ROW'][boluses]))}) "
+            f"but model {model.name!r} has no [dosing] section for re-infusions"
         )
-    rows, off = subjects.ragged(later)
-    d_time = ds.column("TIME")[rows].astype(np.float64)
-    return d_time, ds.column("AMT")[rows].astype(np.float64), off
+    return ragged(doses, ids)
 
 
 def error_columns(

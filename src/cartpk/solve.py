@@ -4,8 +4,9 @@ The integrators themselves are the numba kernels of :mod:`cartpk.kernels`, compi
 and given each model's functions: Dormand–Prince 5(4) with dense output (``"dopri5"``),
 the stiffly accurate Rosenbrock method Rodas (``"rodas"``) and ``"auto"``, Dormand–Prince
 that switches a subject to Rodas when its stiffness test fires. Integration starts at t = 0 from the
-model's initial state, restarts exactly at breakpoints and dose times, and reports every
-output at the requested times. Times are in days; outputs are in the model's output units.
+model's initial state, restarts exactly at breakpoints and dose times (a reset and dose,
+EVID 4, starts the subject afresh: see :mod:`cartpk.dosing`), and reports every output at
+the requested times. Times are in days; outputs are in the model's output units.
 
 Conventions: outputs are right-continuous (a time equal to a dose time sees the dose; the
 output at t = 0 sees the infusion built into the initial state and any dose at 0).
@@ -25,7 +26,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, SolverError
+from .data import numeric, sort_order
+from .dosing import DOSE, DOSE_ITEMS, RESET_DOSE, check_records, dose_events, ragged
+from .errors import NOT_FINITE, DataError, SolverError, fail
 from .kernels.codes import METHODS, STATUS_MAX_STEPS, STATUS_NOT_FINITE, STATUS_STEP_UNDERFLOW
 
 if TYPE_CHECKING:
@@ -53,15 +56,20 @@ STATUS_REASONS = {
 
 
 class Doses(NamedTuple):
-    """Bolus doses as ragged arrays: subject i's doses are ``[offsets[i]:offsets[i+1]]``.
+    """Doses as ragged arrays: subject i's doses are ``[offsets[i]:offsets[i+1]]``.
 
     ``time`` in days (>= 0), ``amount`` in the unit of the model's ``[dosing]`` amount (AMT,
-    e.g. CAR-T cells/kg). ``offsets=None``: the same doses for every subject.
+    e.g. CAR-T cells/kg). ``offsets=None``: the same doses for every subject. ``reset``
+    (None: none) is 1 (or True) for a dose that starts the subject afresh, at a time > 0:
+    a reset and dose, NONMEM's EVID 4, whose amount becomes the DOSE covariate of a new
+    start (see :mod:`cartpk.dosing`); the other doses are boluses added through the model's
+    ``[dosing]`` section.
     """
 
     time: np.ndarray
     amount: np.ndarray
     offsets: np.ndarray | None = None
+    reset: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,7 @@ def solve_batch(
         times: output times in days: one 1-D array shared by all subjects when ``offsets``
             is None, else the flat concatenation of each subject's sorted times.
         offsets: int array (n + 1,): subject i's times are ``times[offsets[i]:offsets[i+1]]``.
-        doses: bolus doses (:class:`Doses` or a ``(time, amount[, offsets])`` tuple).
+        doses: doses (:class:`Doses` or a ``(time, amount[, offsets[, reset]])`` tuple).
         method: ``"dopri5"`` or ``"rodas"``; None uses the model's default solver.
         rtol, atol: relative and absolute tolerances of the local error control.
         max_steps: step budget per subject (attempted steps, rejected ones included).
@@ -133,7 +141,7 @@ def solve_batch(
     p = model.pack(params, covariates)
     n = p.shape[0]
     t_flat, t_off = _flat_times(times, offsets, n)
-    d_time, d_amt, d_off = dose_arrays(model, doses, n)
+    d_time, d_amt, d_reset, d_off = dose_arrays(model, doses, n)
     kernels = model.kernels
     values = np.empty((t_flat.size, len(model.outputs)))
     status = np.zeros(n, dtype=np.int64)
@@ -144,6 +152,7 @@ def solve_batch(
         t_off,
         d_time,
         d_amt,
+        d_reset,
         d_off,
         code,
         float(rtol),
@@ -229,29 +238,40 @@ def _flat_times(
 
 def dose_arrays(
     model: Model, doses: Doses | tuple[ArrayLike, ...] | None, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validated ragged dose arrays (time, amount, offsets) for n subjects."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated ragged dose arrays (time, amount, reset as int64, offsets) for n subjects."""
     if doses is None:
-        return np.empty(0), np.empty(0), np.zeros(n + 1, dtype=np.int64)
+        return np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), np.zeros(n + 1, np.int64)
     given = Doses(*doses)
-    if model.dose_state is None:
-        raise ValueError(f"model {model.name!r} has no [dosing] section: it cannot take doses")
     d_time = np.ascontiguousarray(given.time, dtype=np.float64)
     d_amt = np.ascontiguousarray(given.amount, dtype=np.float64)
     if d_time.ndim != 1 or d_time.shape != d_amt.shape:
         raise ValueError("doses: time and amount must be 1-D arrays of the same length")
+    reset = np.zeros(d_time.size) if given.reset is None else np.asarray(given.reset)
+    if reset.shape != d_time.shape:
+        raise ValueError("doses: reset must be a 1-D array as long as time")
+    d_reset = np.ascontiguousarray(reset != 0, dtype=np.int64)
+    if model.dose_state is None and not d_reset.all():
+        raise ValueError(f"model {model.name!r} has no [dosing] section: it cannot take doses")
     if not (np.all(np.isfinite(d_time)) and np.all(np.isfinite(d_amt))):
         raise ValueError("doses: times and amounts must be finite")
     if np.any(d_time < 0):
         raise ValueError("doses: dose times must be >= 0 days (t = 0 is the infusion)")
+    if np.any((d_reset != 0) & ~((d_time > 0) & (d_amt > 0))):
+        raise ValueError(
+            "doses: a reset must be after t = 0 (the infusion is the DOSE covariate) and its "
+            "amount > 0 (the DOSE of the new start)"
+        )
     if given.offsets is None:
-        return np.tile(d_time, n), np.tile(d_amt, n), np.arange(n + 1, dtype=np.int64) * d_time.size
+        m = d_time.size
+        tiled = (np.tile(d_time, n), np.tile(d_amt, n), np.tile(d_reset, n))
+        return (*tiled, np.arange(n + 1, dtype=np.int64) * m)
     off = np.ascontiguousarray(given.offsets, dtype=np.int64)
     if off.shape != (n + 1,) or off[0] != 0 or off[-1] != d_time.size or np.any(np.diff(off) < 0):
         raise ValueError(
             f"doses: offsets must be {n + 1} non-decreasing integers from 0 to {d_time.size}"
         )
-    return d_time, d_amt, off
+    return d_time, d_amt, d_reset, off
 
 
 def _is_real(value: Any) -> bool:
@@ -472,57 +492,75 @@ def subject_times(times: Any, ids: list[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def subject_doses(model: Model, doses: Any, ids: list[Any]) -> Doses | None:
-    """Doses per subject from a DataFrame (TIME, AMT[, ID]) or (time, amount) pairs."""
+    """Doses per subject from a dose table (see :func:`table_doses`) or (time, amount)
+    pairs, the same doses for every subject."""
     if doses is None:
         return None
     if isinstance(doses, pd.DataFrame):
-        upper = {str(c).upper(): c for c in doses.columns}
-        for name in ("TIME", "AMT"):
-            if name not in upper:
-                raise DataError(f"doses: column {name!r} is missing (need TIME, AMT and maybe ID)")
-        d_time = pd.to_numeric(doses[upper["TIME"]], errors="coerce").to_numpy(np.float64)
-        d_amt = pd.to_numeric(doses[upper["AMT"]], errors="coerce").to_numpy(np.float64)
-        _check_dose_values(d_time, d_amt)
-        if "ID" not in upper:
-            return Doses(d_time, d_amt)
-        return _doses_by_id(doses[upper["ID"]].to_numpy(), d_time, d_amt, ids)
+        return table_doses(doses, ids)
     try:
         pairs = np.array(doses, dtype=np.float64).reshape(-1, 2)
     except (TypeError, ValueError):
         raise ValueError(
             "doses: expected a DataFrame with TIME and AMT (and ID) or (time, amount) pairs"
         ) from None
-    _check_dose_values(pairs[:, 0], pairs[:, 1])
-    return Doses(pairs[:, 0].copy(), pairs[:, 1].copy())
-
-
-def _check_dose_values(d_time: np.ndarray, d_amt: np.ndarray) -> None:
-    for name, values in (("TIME", d_time), ("AMT", d_amt)):
+    for name, values in (("TIME", pairs[:, 0]), ("AMT", pairs[:, 1])):
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             raise DataError(f"doses: {name} is missing or not a number in row {int(bad[0]) + 1}")
-    bad = np.flatnonzero(d_time < 0)
+    bad = np.flatnonzero(pairs[:, 0] < 0)
     if bad.size:
         raise DataError(
-            f"doses: TIME {d_time[bad[0]]:g} in row {int(bad[0]) + 1} is before the infusion "
+            f"doses: TIME {pairs[bad[0], 0]:g} in row {int(bad[0]) + 1} is before the infusion "
             "(t = 0); dose times must be >= 0 days"
         )
+    return Doses(pairs[:, 0].copy(), pairs[:, 1].copy())
 
 
-def _doses_by_id(
-    dose_ids: np.ndarray, d_time: np.ndarray, d_amt: np.ndarray, ids: list[Any]
-) -> Doses:
+def table_doses(doses: pd.DataFrame, ids: list[Any]) -> Doses:
+    """Doses per subject from a dose table, read and expanded as a data set's dose records
+    (:mod:`cartpk.dosing`; the table is not modified).
+
+    Columns (case-insensitive): TIME (days, >= 0), AMT (> 0, the model's dosing unit), and
+    optionally ID (else the doses of every subject), EVID (1 dose, 4 reset and dose, after
+    TIME 0; empty: 1), ADDL and II (additional doses at an interval of II days); SS and
+    RATE must be 0 or empty. Other columns are not read.
+    """
+    upper = {str(c).strip().upper(): c for c in doses.columns}
+    for name in ("TIME", "AMT"):
+        if name not in upper:
+            raise DataError(f"doses: column {name!r} is missing (need TIME, AMT and maybe ID)")
+    n = len(doses)
+    try:
+        c = {
+            name: numeric(doses[upper[name]], name)
+            for name in ("TIME", "AMT", "EVID", *DOSE_ITEMS)
+            if name in upper
+        }
+        c["EVID"] = np.nan_to_num(c["EVID"], nan=float(DOSE)) if "EVID" in c else np.ones(n)
+        fail(~np.isfinite(c["TIME"]), "TIME", "missing or not a number")
+        fail(c["TIME"] < 0, "TIME", "before the infusion (t = 0): dose times must be >= 0 days")
+        fail(np.isinf(c["AMT"]), "AMT", NOT_FINITE)
+        check_records(c, allowed=(DOSE, RESET_DOSE))
+        who = doses[upper["ID"]] if "ID" in upper else pd.Series(np.zeros(n, dtype=np.int64))
+        order = sort_order(who.reset_index(drop=True), c["TIME"])
+        events = dose_events(
+            who.to_numpy()[order],
+            {name: values[order] for name, values in c.items()},
+            np.arange(1, n + 1)[order],
+            first_dose_starts=False,
+        )
+    except DataError as err:
+        raise DataError(f"doses: {err}") from None
+    if "ID" not in upper:
+        d_time, d_amt, d_reset, _ = ragged(events, [0])
+        return Doses(d_time, d_amt, None, d_reset)
     known = set(ids)
-    unknown = sorted({i for i in dose_ids if i not in known}, key=str)
+    unknown = sorted({i for i in events["ID"] if i not in known}, key=str)
     if unknown:
         raise DataError(f"doses: ID(s) {unknown} are not among the subjects")
-    times, amounts, offsets = [], [], [0]
-    for subject in ids:
-        mask = dose_ids == subject
-        times.append(d_time[mask])
-        amounts.append(d_amt[mask])
-        offsets.append(offsets[-1] + int(mask.sum()))
-    return Doses(np.concatenate(times), np.concatenate(amounts), np.array(offsets))
+    d_time, d_amt, d_reset, offsets = ragged(events, ids)
+    return Doses(d_time, d_amt, offsets, d_reset)
 
 
 def as_model(model: Any) -> Model:
@@ -559,8 +597,11 @@ def simulate(
         covariates: covariate values: a dict (all subjects) or a DataFrame with one row per
             subject (matched by its ID column, else in the order of ``params``); covariates
             drive the dose link (DOSE).
-        doses: further bolus doses: a DataFrame with TIME (days), AMT (the model's dosing
-            unit) and optionally ID (else every subject), or (time, amount) pairs.
+        doses: further doses: a DataFrame with TIME (days), AMT (the model's dosing unit)
+            and optionally ID (else every subject), EVID (1 dose, 4 reset and dose: the
+            subject starts afresh, infused with AMT), ADDL and II (additional doses every
+            II days), read as a data set's dose records (:mod:`cartpk.dosing`); or (time,
+            amount) pairs.
         method: ``"dopri5"`` or ``"rodas"``; None uses the model's default.
         rtol, atol: tolerances of the local error control.
 

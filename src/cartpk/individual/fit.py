@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Dataset, as_dataset, shown
+from ..dosing import DOSE, RESET_DOSE
 from ..errors import DataError, FitError, FitWarning
 from ..likelihood import ERROR_MODELS, KIND_CODES, ObservationArrays, pack_observations
 from ..model import Model, load_model
@@ -194,7 +195,7 @@ class Problem:
         pred = np.empty((k, obs.time.size, len(self.model.outputs)))
         self.model.kernels.points_batch(
             P, EA, EB, obs.time, obs.out, obs.dv, obs.cens, obs.lloq, obs.limit, c["kind"],
-            obs.d_time, obs.d_amt, self.solver, pred, R, m2ll,
+            obs.d_time, obs.d_amt, obs.d_reset, self.solver, pred, R, m2ll,
         )  # fmt: skip
         failed = ~np.isfinite(m2ll)
         self.failures += int(failed.sum())
@@ -490,7 +491,13 @@ def summarise(
         errors=problem.errors,
         priors=problem.priors,
         observations=observation_frame(problem.obs),
-        doses=pd.DataFrame({"TIME": problem.obs.d_time, "AMT": problem.obs.d_amt}),
+        doses=pd.DataFrame(
+            {
+                "TIME": problem.obs.d_time,
+                "AMT": problem.obs.d_amt,
+                "EVID": np.where(problem.obs.d_reset != 0, RESET_DOSE, DOSE),
+            }
+        ),
         covariates=dict(
             zip(model.covariate_names, map(float, problem.obs.covariates[0]), strict=True)
         ),

@@ -21,6 +21,7 @@ import lmfit
 import numpy as np
 import pandas as pd
 
+from ..dosing import DOSE, RESET_DOSE
 from ..errors import FitError, FitWarning, SolverError
 from ..exposure import exposure as model_exposure
 from ..likelihood import ERROR_MODELS, on_scale, residual_sd
@@ -39,13 +40,13 @@ from ..reports import (
     plain,
 )
 from ..scales import to_natural
-from ..solve import solve_batch
+from ..solve import Doses, solve_batch
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-FORMAT_VERSION = 2  # 2: the model's TOML text is stored with the fit
+FORMAT_VERSION = 3  # 2: the model's TOML text is stored with the fit; 3: doses have EVID
 OBSERVATION_COLUMNS = ("TIME", "DV", "CENS", "LLOQ", "LIMIT", "ANALYTE")
 
 
@@ -60,7 +61,8 @@ class FitResult:
     ``objective`` adds the prior penalty. ``observations`` are the fitted rows (TIME in days,
     DV, CENS, LLOQ, LIMIT, ANALYTE; a censored row lies in (LIMIT, LLOQ], LIMIT NaN for no
     lower bound) and ``covariates`` the subject's covariates; ``doses`` the
-    re-infusions after TIME 0 (TIME in days, AMT in the model's dosing unit), or None.
+    doses after TIME 0 (TIME in days, AMT in the model's dosing unit, EVID 4 for a reset
+    and dose, 1 for a re-infusion; see :mod:`cartpk.dosing`), or None.
     """
 
     model: Model
@@ -141,10 +143,15 @@ class FitResult:
         """Model parameters at the estimates, natural scale, in the model's order."""
         return np.array([self.estimates[n] for n in self.model.param_names])
 
-    def _dose_pairs(self) -> tuple[np.ndarray, np.ndarray] | None:
+    def _kernel_doses(self) -> Doses | None:
         if self.doses is None or self.doses.empty:
             return None
-        return self.doses["TIME"].to_numpy(np.float64), self.doses["AMT"].to_numpy(np.float64)
+        evid = self.doses["EVID"] if "EVID" in self.doses else None  # absent: re-infusions
+        return Doses(
+            self.doses["TIME"].to_numpy(np.float64),
+            self.doses["AMT"].to_numpy(np.float64),
+            reset=None if evid is None else evid.to_numpy() == RESET_DOSE,
+        )
 
     def predict(self, times: Any) -> pd.DataFrame:
         """Model outputs at the estimates: TIME (day) and one column per output."""
@@ -154,7 +161,7 @@ class FitResult:
             self.model_values()[None, :],
             self.covariates or None,
             times=times,
-            doses=self._dose_pairs(),
+            doses=self._kernel_doses(),
             method=self.method,
             rtol=self.rtol,
             atol=self.atol,
@@ -241,7 +248,7 @@ class FitResult:
         (default the first) falls below ``lloq`` (output unit) for good, located on the ODE
         solution, or the ``horizon`` (days, default 5 years) with ``event`` False when it
         is still above it then. Re-infusions are not supported here."""
-        if self._dose_pairs() is not None:
+        if self._kernel_doses() is not None:
             raise ValueError("persistence: not available for a subject with re-infusions")
         p = self.model.pack(self.model_values()[None, :], self.covariates or None)
         found = loss_times(self.model, p, lloq, output or self.model.outputs[0], horizon)
@@ -350,7 +357,7 @@ class FitResult:
             output=output,
             interval=interval,
             covariates=self.covariates or None,
-            doses=self.doses if self._dose_pairs() is not None else None,
+            doses=self.doses if self._kernel_doses() is not None else None,
             method=method,
             rtol=1e-8,
             atol=1e-10,
@@ -594,7 +601,9 @@ def observations_from(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def doses_from(records: list[dict[str, Any]] | None) -> pd.DataFrame | None:
+    """Saved doses (EVID is absent from older files: re-infusions, EVID 1)."""
     if records is None:
         return None
-    frame = pd.DataFrame.from_records(records, columns=["TIME", "AMT"])
-    return frame.astype(float)
+    frame = pd.DataFrame.from_records(records, columns=["TIME", "AMT", "EVID"])
+    frame["EVID"] = frame["EVID"].fillna(DOSE)
+    return frame.astype({"TIME": float, "AMT": float, "EVID": np.int64})

@@ -22,7 +22,9 @@ dose       ``out[dose_state] += amt`` (called with ``out`` = ``y``); no-op witho
 
 ``p`` is one row of ``Model.pack``: parameters on the natural scale, then covariates. The
 sizes travel beside the functions as an int64 array ``dims`` = (:data:`N_STATES`,
-:data:`N_OUTPUTS`, :data:`N_BREAKS`). A model function must not keep the pointers, read
+:data:`N_OUTPUTS`, :data:`N_BREAKS`, :data:`DOSE_COLUMN`), the last the position in ``p``
+of the DOSE covariate (-1 when the model has none), which a reset and dose sets to its
+amount (``integrate.solve_subject``). A model function must not keep the pointers, read
 past its sizes or raise: kernels use ``error_model="numpy"`` and check finiteness.
 
 Arrays passed to :func:`call` must be C-contiguous (rows of C-contiguous matrices are);
@@ -42,7 +44,7 @@ SIGNATURE = "void(float64, float64, CPointer(float64), CPointer(float64), CPoint
 #: Positions of the model functions in the address array the kernels take.
 INITIAL, RHS, OUTPUTS, BREAKPOINTS, DOSE = 0, 1, 2, 3, 4
 #: Positions in ``dims``.
-N_STATES, N_OUTPUTS, N_BREAKS = 0, 1, 2
+N_STATES, N_OUTPUTS, N_BREAKS, DOSE_COLUMN = 0, 1, 2, 3
 
 
 @intrinsic

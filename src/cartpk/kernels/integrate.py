@@ -31,6 +31,16 @@ restarts. Outputs are right-continuous: an output time equal to a dose time sees
 just after the dose (as the output at t = 0 sees the infused dose). Output times before 0
 get the outputs of the initial state (before any dose at 0).
 
+Resets
+------
+A dose flagged in ``d_reset`` (a reset and dose, NONMEM's EVID 4, at time T > 0) starts the
+subject afresh: the span from T to the next reset is solved like a subject of its own whose
+clock starts at T (its output times and doses shifted by -T, breakpoints such as ``tmax``
+counted from T) from the model's initial state with the dose's amount as its DOSE
+covariate (``p[dims[DOSE_COLUMN]]``; the model's other parameters and covariates as
+before). Output times equal to T see the fresh start. The other doses of the span are
+boluses, as before the first reset.
+
 Status codes per subject (``codes.STATUS_*``): ok, step budget (``max_steps`` attempted
 steps) exceeded, step size underflow, non-finite state (or a non-finite right-hand side
 that step-size reduction could not avoid). A failed subject gets NaN outputs and its
@@ -54,7 +64,17 @@ from .codes import (
     STATUS_OK,
     STATUS_STEP_UNDERFLOW,
 )
-from .contract import BREAKPOINTS, DOSE, INITIAL, N_BREAKS, N_OUTPUTS, N_STATES, OUTPUTS, call
+from .contract import (
+    BREAKPOINTS,
+    DOSE,
+    DOSE_COLUMN,
+    INITIAL,
+    N_BREAKS,
+    N_OUTPUTS,
+    N_STATES,
+    OUTPUTS,
+    call,
+)
 from .dopri5 import ORDER as DOPRI5_ORDER
 from .dopri5 import STIFF_HLAMBDA, stiffness
 from .dopri5 import attempt as dopri5_attempt
@@ -296,18 +316,81 @@ def _emit_at(model, p, y, t, times, out, j):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def solve_subject(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, max_steps):
+def reset_times(d_time, d_reset):
+    """Sorted times of the doses flagged in ``d_reset`` (the resets, see the module notes)."""
+    m = 0
+    for k in range(d_reset.size):
+        if d_reset[k] != 0:
+            m += 1
+    starts = np.empty(m)
+    m = 0
+    for k in range(d_reset.size):
+        if d_reset[k] != 0:
+            x = d_time[k]
+            j = m - 1
+            while j >= 0 and starts[j] > x:
+                starts[j + 1] = starts[j]
+                j -= 1
+            starts[j + 1] = x
+            m += 1
+    return starts
+
+
+@numba.njit(cache=True, error_model="numpy")
+def span_doses(d_time, d_amt, d_reset, origin, end, first):
+    """The doses of one span between resets, times shifted by -origin, and the amount of the
+    reset that opens it: the boluses with origin <= time < end (any time < end for the
+    ``first`` span) and the reset dose at ``origin`` (NaN for the first span)."""
+    keep = np.zeros(d_time.size, dtype=np.bool_)
+    opening = np.nan
+    for k in range(d_time.size):
+        inside = d_time[k] < end and (first or d_time[k] >= origin)
+        if d_reset[k] != 0:
+            if not first and d_time[k] == origin:
+                opening = d_amt[k]
+        elif inside:
+            keep[k] = True
+    return d_time[keep] - origin, d_amt[keep], opening
+
+
+@numba.njit(cache=True, error_model="numpy")
+def solve_subject(model, dims, p, times, out, d_time, d_amt, d_reset, method, rtol, atol,
+                  max_steps):  # fmt: skip
     """One subject's outputs at ``times`` (sorted, days) into ``out``; (status, fail time).
 
-    auto: a subject that fails all the same is solved again from the start with Rodas.
+    A dose flagged in ``d_reset`` starts the subject afresh (see the module notes): each span
+    between resets is solved on its own. auto: a span that fails all the same is solved
+    again from its start with Rodas.
     """
-    tried = method
-    while True:  # one call site: the solver is compiled (and inlined) once, not twice
-        code, when = _solve_once(model, dims, p, times, out, d_time, d_amt, tried, rtol, atol,
-                                 max_steps)  # fmt: skip
-        if code == STATUS_OK or tried != METHOD_AUTO:
-            return code, when
-        tried = METHOD_RODAS
+    starts = reset_times(d_time, d_reset)
+    j = 0
+    for k in range(starts.size + 1):
+        origin = 0.0 if k == 0 else starts[k - 1]
+        end = starts[k] if k < starts.size else np.inf
+        j_end = j
+        while j_end < times.size and times[j_end] < end:
+            j_end += 1
+        if starts.size > 0 and j_end == j:
+            continue  # a span without output times
+        if starts.size == 0:
+            q, t_span, dt_span, da_span = p, times, d_time, d_amt
+        else:
+            dt_span, da_span, opening = span_doses(d_time, d_amt, d_reset, origin, end, k == 0)
+            q = p.copy()
+            if k > 0 and dims[DOSE_COLUMN] >= 0:
+                q[dims[DOSE_COLUMN]] = opening
+            t_span = times[j:j_end] - origin
+        tried = method
+        while True:  # one call site: the solver is compiled (and inlined) once, not twice
+            code, when = _solve_once(model, dims, q, t_span, out[j:j_end], dt_span, da_span,
+                                     tried, rtol, atol, max_steps)  # fmt: skip
+            if code == STATUS_OK or tried != METHOD_AUTO:
+                break
+            tried = METHOD_RODAS
+        if code != STATUS_OK:
+            return code, when + origin
+        j = j_end
+    return STATUS_OK, np.nan
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -350,6 +433,7 @@ def solve_batch(
     t_off,
     d_time,
     d_amt,
+    d_reset,
     d_off,
     method,
     rtol,
@@ -365,7 +449,8 @@ def solve_batch(
     status, fail_time (``threads.over_items`` runs it over all subjects).
 
     Subject i: parameters ``p[i]``, sorted times ``t_flat[t_off[i]:t_off[i+1]]`` (days),
-    bolus doses ``d_time/d_amt[d_off[i]:d_off[i+1]]``. A failed subject's rows are NaN.
+    doses ``d_time/d_amt[d_off[i]:d_off[i+1]]`` with ``d_reset`` (int64, 1 for a reset and
+    dose, 0 for a bolus) beside them. A failed subject's rows are NaN.
     """
     for i in range(first, last):
         lo, hi = t_off[i], t_off[i + 1]
@@ -379,6 +464,7 @@ def solve_batch(
             block,
             d_time[d_lo:d_hi],
             d_amt[d_lo:d_hi],
+            d_reset[d_lo:d_hi],
             method,
             rtol,
             atol,

@@ -140,6 +140,7 @@ def _subject_m2ll(
     o_eb,
     d_time,
     d_amt,
+    d_reset,
     solver,
     pred,
 ):
@@ -156,6 +157,7 @@ def _subject_m2ll(
         pred,
         d_time,
         d_amt,
+        d_reset,
         int(solver[0]),
         solver[1],
         solver[2],
@@ -195,6 +197,7 @@ def m2ll_batch(
     o_eb,
     d_time,
     d_amt,
+    d_reset,
     d_off,
     solver,
     pred,
@@ -221,6 +224,7 @@ def m2ll_batch(
             o_eb[lo:hi],
             d_time[d_off[i] : d_off[i + 1]],
             d_amt[d_off[i] : d_off[i + 1]],
+            d_reset[d_off[i] : d_off[i + 1]],
             solver,
             pred[lo:hi],
         )
@@ -242,6 +246,7 @@ def m2ll_one(
     o_eb,
     d_time,
     d_amt,
+    d_reset,
     solver,
     pred,
 ):
@@ -261,6 +266,7 @@ def m2ll_one(
         o_eb,
         d_time,
         d_amt,
+        d_reset,
         solver,
         pred,
     )
@@ -286,6 +292,7 @@ def residuals_one(
     o_eb,
     d_time,
     d_amt,
+    d_reset,
     solver,
     pred,
     r,
@@ -307,6 +314,7 @@ def residuals_one(
         pred,
         d_time,
         d_amt,
+        d_reset,
         int(solver[0]),
         solver[1],
         solver[2],
@@ -347,6 +355,7 @@ def points_batch(
     o_kind,
     d_time,
     d_amt,
+    d_reset,
     solver,
     pred,
     R,
@@ -366,6 +375,7 @@ def points_batch(
             dims,
             P[k], o_time, o_out, o_dv, o_cens, o_lloq, o_lower, o_kind, EA[k], EB[k], d_time,
             d_amt,
+            d_reset,
             solver, pred[k], R[k],
         )  # fmt: skip
         m2ll[k] = 0.0 if solved else np.inf
@@ -400,6 +410,7 @@ def m2ll_rows(
     o_eb,
     d_time,
     d_amt,
+    d_reset,
     d_off,
     solver,
     m2ll,
@@ -431,6 +442,7 @@ def m2ll_rows(
             o_eb[lo:hi],
             d_time[d_off[i] : d_off[i + 1]],
             d_amt[d_off[i] : d_off[i + 1]],
+            d_reset[d_off[i] : d_off[i + 1]],
             solver,
             pred,
         )

@@ -57,6 +57,7 @@ def mh_batch(
     o_eb,
     d_time,
     d_amt,
+    d_reset,
     d_off,
     solver,
     pred,
@@ -129,6 +130,7 @@ def mh_batch(
                 o_eb[lo:hi],
                 d_time[d_off[i] : d_off[i + 1]],
                 d_amt[d_off[i] : d_off[i + 1]],
+                d_reset[d_off[i] : d_off[i + 1]],
                 solver,
                 pred[lo:hi],
             )

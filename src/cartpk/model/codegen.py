@@ -34,10 +34,10 @@ def _generate(spec: _Spec) -> str:
         ),
     ]
     names = ", ".join(f"{role}" for role in ROLES)
-    tail = [
-        f"FUNCTIONS = ({names})",
-        f"DIMS = np.array([{len(spec.states)}, {len(spec.outputs)}, {len(spec.breakpoints)}])",
-    ]
+    columns = [*spec.parameters, *spec.covariates]
+    dose_column = columns.index("DOSE") if "DOSE" in spec.covariates else -1
+    sizes = [len(spec.states), len(spec.outputs), len(spec.breakpoints), dose_column]
+    tail = [f"FUNCTIONS = ({names})", f"DIMS = np.array({sizes})"]
     return "\n\n\n".join([_header(spec, dose_state), *functions, "\n".join(tail)]) + "\n"
 
 

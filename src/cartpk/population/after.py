@@ -23,6 +23,7 @@ from scipy.special import logsumexp
 from scipy.stats import t as student_t
 
 from ..data import Dataset
+from ..dosing import DOSE, RESET_DOSE
 from ..errors import FitWarning
 from ..individual.fit import fit
 from ..scales import to_natural
@@ -114,6 +115,7 @@ def finish(run: SaemState, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
                 "ID": np.repeat(np.array(obs.ids, dtype=object), np.diff(obs.d_off)),
                 "TIME": obs.d_time,
                 "AMT": obs.d_amt,
+                "EVID": np.where(obs.d_reset != 0, RESET_DOSE, DOSE),
             }
         ),
     )

@@ -32,6 +32,7 @@ import pandas as pd
 from scipy.linalg import solve_triangular
 from scipy.special import ndtri
 
+from ..dosing import RESET_DOSE
 from ..errors import FitError, FitWarning
 from ..likelihood import residual_sd
 from ..model import Model
@@ -144,7 +145,8 @@ def natural_params(fit: FittedPopulation, phi: np.ndarray) -> np.ndarray:
 
 
 def subject_doses(fit: FittedPopulation, subject: np.ndarray) -> Doses | None:
-    """Re-infusions (after TIME 0) of subjects ``subject`` (indices, repeats allowed)."""
+    """Doses after TIME 0 (re-infusions, resets) of subjects ``subject`` (indices, repeats
+    allowed)."""
     doses = fit.doses
     if doses is None or doses.empty:
         return None
@@ -156,6 +158,7 @@ def subject_doses(fit: FittedPopulation, subject: np.ndarray) -> Doses | None:
         doses["TIME"].to_numpy(np.float64)[rows],
         doses["AMT"].to_numpy(np.float64)[rows],
         np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        doses["EVID"].to_numpy()[rows] == RESET_DOSE if "EVID" in doses else None,
     )
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..dosing import DOSE
 from ..model import Model
 from ..persistence.predicted import loss_times, predicted_table
 from ..reports import (
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMAT = "cartpk.PopulationFit"
-FORMAT_VERSION = 2  # 2: the model's TOML text is stored with the fit
+FORMAT_VERSION = 3  # 2: the model's TOML text is stored with the fit; 3: doses have EVID
 OBSERVATION_COLUMNS = ("ID", "TIME", "DV", "CENS", "LLOQ", "LIMIT", "ANALYTE")
 
 
@@ -49,7 +50,8 @@ class PopulationFit:
     modes) and ``phi_mean`` (conditional means from the chain), (n_subjects, n_par).
     ``covariance`` is the inverse Fisher information (linearisation) over ``theta_names``;
     ``ofv`` is −2 log-likelihood by importance sampling (``ofv_se`` its Monte Carlo SE).
-    ``doses`` are re-infusions after TIME 0 (ID, TIME in days, AMT), None when there are none.
+    ``doses`` are the doses after TIME 0 (ID, TIME in days, AMT, EVID 4 for a reset and dose,
+    1 for a re-infusion; see :mod:`cartpk.dosing`), None when there are none.
     Problems met while fitting (unconverged conditional modes, a singular or non positive
     definite Fisher information) are listed in ``notes`` and in :meth:`summary`.
     """
@@ -494,7 +496,11 @@ def fit_to_dict(fit: PopulationFit) -> dict[str, Any]:
         "history": plain(fit.history.to_dict("list")),
         "settings": plain(fit.settings),
         "notes": [str(note) for note in fit.notes],
-        "doses": None if doses is None else plain(doses[["ID", "TIME", "AMT"]].to_dict("records")),
+        "doses": None
+        if doses is None
+        else plain(
+            doses.assign(EVID=doses.get("EVID", DOSE))[list(DOSE_COLUMNS)].to_dict("records")
+        ),
     }
 
 
@@ -550,7 +556,12 @@ def observations_from(records: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
+#: The columns of a fit's doses (EVID 1 re-infusion, 4 reset and dose; 1 where absent).
+DOSE_COLUMNS = ("ID", "TIME", "AMT", "EVID")
+
+
 def doses_from(records: list[dict[str, Any]] | None) -> pd.DataFrame | None:
+    """Saved doses (EVID is absent from older files: re-infusions, EVID 1)."""
     if records is None:
         return None
     return pd.DataFrame(
@@ -558,5 +569,6 @@ def doses_from(records: list[dict[str, Any]] | None) -> pd.DataFrame | None:
             "ID": np.array([r["ID"] for r in records], dtype=object),
             "TIME": np.array([number(r["TIME"]) for r in records]),
             "AMT": np.array([number(r["AMT"]) for r in records]),
+            "EVID": np.array([r.get("EVID", DOSE) for r in records], dtype=np.int64),
         }
     )

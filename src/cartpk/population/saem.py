@@ -211,7 +211,7 @@ class Saem:
         ea, eb = self.error_arrays()
         return (
             obs.off, obs.time, obs.out, obs.dv, obs.cens, obs.lloq, obs.limit, self.kind, ea, eb,
-            obs.d_time, obs.d_amt, obs.d_off, self.solver,
+            obs.d_time, obs.d_amt, obs.d_reset, obs.d_off, self.solver,
         )  # fmt: skip
 
     def natural(self, phi: np.ndarray) -> np.ndarray:
