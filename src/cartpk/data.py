@@ -18,9 +18,9 @@ LIMIT columns, its M3/M4 methods):
 * CENS = 1 with a LIMIT: interval-censored, the value lies in [LIMIT, DV] (same unit as
   DV; DV is the upper bound, as in Monolix, and a missing DV takes the row's LLOQ). This
   is how a titre is given: positive at 1:32 and negative at the next dilution step 1:100
-  is LIMIT = 32, DV = 100. LIMIT = 0 is a lower bound of 0: for a log error model that is no lower bound
-  (the M3 term up to DV); for the other error models, which put mass below 0, it is
-  P(0 <= Y <= DV), as in Monolix.
+  is LIMIT = 32, DV = 100. LIMIT = 0 is a lower bound of 0: for a log error model that
+  is no lower bound (the M3 term up to DV); for the other error models, which put mass
+  below 0, it is P(0 <= Y <= DV), as in Monolix.
 * CENS = 0: quantified; LIMIT must be empty.
 
 Right-censoring (Monolix's CENS = −1) is not supported: CENS must be 0 or 1.
