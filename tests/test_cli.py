@@ -239,6 +239,24 @@ def test_demo_nmosd_runs(tmp_path: Path) -> None:
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_scenarios_compare_regimens(tmp_path: Path) -> None:
+    """``cartpk scenarios --regimens`` gives the summary of compare_regimens (the same
+    numbers as the API, checked there against ck_stein's closed form) and writes the
+    per-infusion table."""
+    from cartpk.scenarios import compare_regimens
+
+    table = tmp_path / "infusions.csv"
+    result = run_cli("scenarios", "ck_stein", "--regimens", "3e6; 1e6x3/7", "--n", "20",
+                     "--level", "500", "-o", str(table))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expected = compare_regimens("ck_stein", ["3e6", "1e6x3/7"], n=20, level=500.0)
+    written = pd.read_csv(table)
+    np.testing.assert_allclose(written["auc"], expected.infusions["auc"], rtol=1e-12)
+    for label in ("1 x 3e+06", "3 x 1e+06 every 7 d"):
+        assert label in result.stdout
+    assert "days_above" in result.stdout
+
+
 def stein_csv(path: Path, ids: tuple = (1,), lloq: float = 100.0) -> Path:
     """Noisy ck_stein closed-form profiles (DESIGN.md), censored below ``lloq``, as a CSV."""
     days = np.array([0, 1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365], dtype=float)
@@ -375,6 +393,12 @@ BAD_INPUTS = [
     ("demo --figure unknown format", ["demo", "--figure", "{tmp}/poems.txt"],
      "unknown figure format '.txt'"),
     ("demo unknown case", ["demo", "lupus"], "'lupus': expected one of poems, rrmm, nmosd"),
+    ("regimen not read", ["scenarios", "ck_stein", "--regimens", "3e6; weekly"],
+     "regimen 'weekly': expected an amount"),
+    ("regimen not from day 0", ["scenarios", "ck_stein", "--regimens", "7:1e6"],
+     "the first infusion is on day 7"),
+    ("regimens with doses", ["scenarios", "ck_stein", "--regimens", "3e6", "--doses", "1e6"],
+     "--regimens: not with --doses"),
     ("--interval not numbers (usage error)", ["nca", "{data}", "--interval", "a", "b"],
      "Invalid value for '--interval'"),
     ("missing argument (usage error)", ["fit", "ck_stein"], "Missing argument 'data'"),

@@ -15,7 +15,15 @@ from .model.parameter_sets import list_parameter_sets
 from .nca import nca, nca_summary
 from .persistence import kaplan_meier, persistence
 from .population import PopulationFit, fit_population
-from .scenarios import DoseEscalation, Population, check_parameter_set, dose_escalation, scenarios
+from .scenarios import (
+    DoseEscalation,
+    Population,
+    Regimen,
+    check_parameter_set,
+    compare_regimens,
+    dose_escalation,
+    scenarios,
+)
 from .solve import simulate
 
 __version__ = version("cartpk")
@@ -32,9 +40,11 @@ __all__ = [
     "ModelError",
     "Population",
     "PopulationFit",
+    "Regimen",
     "SolverError",
     "__version__",
     "check_parameter_set",
+    "compare_regimens",
     "dose_escalation",
     "exposure",
     "exposure_response",

@@ -765,9 +765,22 @@ def scenarios(
         str,
         typer.Argument(help="Model name or .toml path (file omegas), or a popfit JSON file."),
     ],
-    doses: Annotated[str, typer.Option(help="Doses in CAR-T cells/kg, comma-separated.")] = (
-        "1e6,2e6,3e6"
-    ),
+    doses: Annotated[
+        str | None,
+        typer.Option(help="Doses in CAR-T cells/kg, comma-separated (default 1e6,2e6,3e6)."),
+    ] = None,
+    regimens: Annotated[
+        str | None,
+        typer.Option(
+            help="Compare dosing regimens instead of doses, separated by ';': an amount "
+            "('1e8'), AMOUNTxN/DAYS ('3.3e7x3/7': 3 infusions every 7 days) or day:amount "
+            "pairs ('0:5e7,14:5e7'), in the model's dose unit."
+        ),
+    ] = None,
+    level: Annotated[
+        float | None,
+        typer.Option(help="With --regimens: report the days at or above this output level."),
+    ] = None,
     n: Annotated[str, typer.Option(help="Virtual patients (the same at every dose).")] = "1000",
     seed: Annotated[
         str, typer.Option(help="Seed of every random draw (a non-negative integer).")
@@ -795,9 +808,11 @@ def scenarios(
     ] = "180,365,730",
 ) -> None:
     """Virtual patients at several doses: exposure, biomarker response and (with --lloq)
-    predicted persistence per dose."""
+    predicted persistence per dose; or, with --regimens, the same patients under several
+    dosing regimens: exposure per infusion and cumulative, accumulation, time above a level."""
     from .model import load_model
     from .population.result import PopulationFit
+    from .scenarios import Regimen, compare_regimens
     from .scenarios import scenarios as run_scenarios
 
     figures = [] if plots is None else [plots / "exposure.png", plots / "bands.png"]
@@ -814,6 +829,23 @@ def scenarios(
         origin = PopulationFit.from_json(Path(source).read_text(encoding="utf-8"))
     elif parameters is not None:
         origin = load_model(source, parameters=parameters)
+    if regimens is not None:
+        given = [name for name, value in (("--doses", doses), ("--write", write),
+                 ("--lloq", lloq), ("--plots", plots)) if value is not None]  # fmt: skip
+        if given:
+            raise ValueError(f"--regimens: not with {', '.join(given)}")
+        chosen = [Regimen.parse(part) for part in regimens.split(";") if part.strip()]
+        count = parse_count(n, "--n", minimum=1)
+        n = check_patients(count, len(chosen), False)  # type: ignore[assignment]
+        result = compare_regimens(origin, chosen, n=n, seed=seed, level=level)
+        show(f"{n} virtual patients per regimen (seed {seed}; medians)", result.summary())
+        if output is not None:
+            result.infusions.to_csv(output, index=False)
+            typer.echo(f"wrote {output}")
+        return
+    if level is not None:
+        raise ValueError("--level: only with --regimens")
+    doses = "1e6,2e6,3e6" if doses is None else doses
     try:
         levels = [float(part) for part in doses.split(",")]
     except ValueError:

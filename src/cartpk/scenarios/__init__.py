@@ -23,6 +23,9 @@ Modules, by job:
 * ``result``: :class:`ScenarioResult` (table, summaries, bands, figures);
 * ``escalation``: :func:`dose_escalation`, per dose level exposure, peaks and outcome
   risks with intervals from a population fit's uncertainty;
+* ``regimens``: :class:`Regimen` and :func:`compare_regimens`, dosing regimens (how many
+  infusions, how far apart, at what dose) on the same virtual patients: exposure per
+  infusion and cumulative, accumulation, time above a level;
 * ``target_sets``: :func:`compare_target_sets`, the CD19, BCMA and compound CAR on the
   same virtual patients (``ck_blineage``);
 * ``checks``: argument checks shared by the modules above;
@@ -32,6 +35,7 @@ Modules, by job:
 
 from .escalation import DoseEscalation, dose_escalation
 from .population import CovariateEffect, Population
+from .regimens import Regimen, RegimenComparison, compare_regimens
 from .response import VEGF_ULN, Response
 from .result import ScenarioResult
 from .run import scenarios
@@ -44,10 +48,13 @@ __all__ = [
     "CovariateEffect",
     "DoseEscalation",
     "Population",
+    "Regimen",
+    "RegimenComparison",
     "Response",
     "ScenarioResult",
     "TARGET_SETS",
     "check_parameter_set",
+    "compare_regimens",
     "compare_target_sets",
     "dose_escalation",
     "scenarios",

@@ -401,3 +401,44 @@ class _Resampled:
 
     values: dict[str, np.ndarray]
     size: int
+
+
+def as_population(source: Any, omega: Mapping[str, float] | None = None) -> Population:
+    """The Population of a scenario source: a Population, an object with a
+    ``population()`` method (a ``PopulationFit``), a Model, or a built-in model name /
+    model file path (the file's typical values and omegas, or ``omega``)."""
+    if isinstance(source, Model | str | PathLike):
+        return Population.from_model(source, omega)
+    if omega is not None:
+        raise ValueError(
+            "omega: only for a model source; a Population or a population fit carries its own"
+        )
+    if isinstance(source, Population):
+        return source
+    if callable(getattr(source, "population", None)):
+        population = source.population()
+        if not isinstance(population, Population):
+            raise ValueError(
+                f"{type(source).__name__}.population() returned "
+                f"{type(population).__name__}, not a cartpk Population"
+            )
+        return population
+    raise ValueError(
+        "source: expected a Population, a population fit (with .population()), a Model or a "
+        f"model name / path, got {type(source).__name__}"
+    )
+
+
+def check_dose_link(population: Population) -> None:
+    """Refuse a population whose answer a dose could not change (no DOSE covariate in the
+    model and no DOSE covariate effect)."""
+    model = population.model
+    if "DOSE" in model.covariates:
+        return
+    if any(effect.covariate == "DOSE" for effect in population.covariate_effects):
+        return
+    raise ValueError(
+        f"model {model.name} has no DOSE covariate and the population no DOSE covariate "
+        "effect: a dose could not change the answer. Give the model a dose link "
+        "([covariates.DOSE] used in an initial condition) or a CovariateEffect on DOSE"
+    )

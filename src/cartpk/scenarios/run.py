@@ -37,7 +37,7 @@ from ..model import Model, compiled_kernels
 from ..solve import METHODS, check_tolerances, method_code
 from .checks import checked_count, checked_doses, checked_times
 from .chunk import LOCAL_CHUNK, ChunkSettings, solve_chunk
-from .population import Cohort, Population, subject_values
+from .population import Cohort, Population, as_population, check_dose_link, subject_values
 from .response import Response, resolve_response, response_columns, response_flags
 from .result import ScenarioResult
 
@@ -193,10 +193,10 @@ def scenarios(
         ValueError / ModelError / DataError naming the bad input (a model without a dose
         link, a negative dose, n < 1, an unknown parameter in omega, ...).
     """
-    population = _as_population(source, omega)
+    population = as_population(source, omega)
     model = population.model
     dose_values = checked_doses(doses)
-    _check_dose_link(population)
+    check_dose_link(population)
     n = checked_count(n)
     if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed >= 0):
         raise ValueError(f"seed {seed!r}: expected an integer >= 0")
@@ -280,42 +280,6 @@ def _settings(
         k_bio=_output_index(model, criteria.output) if criteria else -1,
         partial=criteria.partial if criteria else 0.0,
         normal=criteria.normal if criteria else 0.0,
-    )
-
-
-def _as_population(source: Any, omega: Mapping[str, float] | None) -> Population:
-    if isinstance(source, Model | str | PathLike):
-        return Population.from_model(source, omega)
-    if omega is not None:
-        raise ValueError(
-            "omega: only for a model source; a Population or a population fit carries its own"
-        )
-    if isinstance(source, Population):
-        return source
-    if callable(getattr(source, "population", None)):
-        population = source.population()
-        if not isinstance(population, Population):
-            raise ValueError(
-                f"{type(source).__name__}.population() returned "
-                f"{type(population).__name__}, not a cartpk Population"
-            )
-        return population
-    raise ValueError(
-        "source: expected a Population, a population fit (with .population()), a Model or a "
-        f"model name / path, got {type(source).__name__}"
-    )
-
-
-def _check_dose_link(population: Population) -> None:
-    model = population.model
-    if "DOSE" in model.covariates:
-        return
-    if any(effect.covariate == "DOSE" for effect in population.covariate_effects):
-        return
-    raise ValueError(
-        f"model {model.name} has no DOSE covariate and the population no DOSE covariate "
-        "effect: a dose could not change the answer. Give the model a dose link "
-        "([covariates.DOSE] used in an initial condition) or a CovariateEffect on DOSE"
     )
 
 
