@@ -126,7 +126,8 @@ PACK_TABLE = pd.DataFrame(
 
 
 def pack_model(**changes) -> SimpleNamespace:
-    """What pack_observations reads of a model: outputs, covariates, dose_state, name."""
+    """What pack_observations reads of a model: outputs, covariates, dose_state, name,
+    dose_unit (None: no dose-unit check)."""
     spec = {
         "name": "packer",
         "outputs": ("VEGF", "CART"),
@@ -136,6 +137,7 @@ def pack_model(**changes) -> SimpleNamespace:
             "AGE": SimpleNamespace(reference=60.0),
         },
         "dose_state": "E",
+        "dose_unit": None,
     }
     return SimpleNamespace(**{**spec, **changes})
 

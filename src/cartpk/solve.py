@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from .dose_units import check_dose_table
 from .errors import DataError, SolverError
 from .kernels.codes import METHODS, STATUS_MAX_STEPS, STATUS_NOT_FINITE, STATUS_STEP_UNDERFLOW
 
@@ -480,6 +481,7 @@ def subject_doses(model: Model, doses: Any, ids: list[Any]) -> Doses | None:
         for name in ("TIME", "AMT"):
             if name not in upper:
                 raise DataError(f"doses: column {name!r} is missing (need TIME, AMT and maybe ID)")
+        check_dose_table(doses, model)
         d_time = pd.to_numeric(doses[upper["TIME"]], errors="coerce").to_numpy(np.float64)
         d_amt = pd.to_numeric(doses[upper["AMT"]], errors="coerce").to_numpy(np.float64)
         _check_dose_values(d_time, d_amt)
@@ -560,7 +562,8 @@ def simulate(
             subject (matched by its ID column, else in the order of ``params``); covariates
             drive the dose link (DOSE).
         doses: further bolus doses: a DataFrame with TIME (days), AMT (the model's dosing
-            unit) and optionally ID (else every subject), or (time, amount) pairs.
+            unit, its ``[dosing] unit``), optionally ID (else every subject) and AMTU (the
+            unit, which must then be the model's), or (time, amount) pairs.
         method: ``"dopri5"`` or ``"rodas"``; None uses the model's default.
         rtol, atol: tolerances of the local error control.
 
