@@ -184,3 +184,26 @@ def nk_radau(par: dict, times: np.ndarray, dose: float) -> np.ndarray:
 
     y0 = [par["f_blood"] * dose / par["V_blood"], par["IL6_base"]]
     return radau_split(rhs, y0, par["texp"], times, 1e-14).T
+
+
+def stein_reinfused(t, t2, dose1, dose2, C0, rho, tmax, Fb, alpha, beta, dose_exp=1.0):
+    """ck_stein's CAR-T level (copies/µg) after an infusion of ``dose1`` cells/kg at t = 0
+    and a second of ``dose2`` at ``t2`` >= tmax, by hand.
+
+    The first infusion gives :func:`stein_level` with C0 (dose1 / 1e6)^dose_exp. After
+    tmax the equations are linear and time-invariant, dE/dt = -alpha E and dM/dt =
+    Fb (alpha - beta) E - beta M, and the second infusion adds B = C0 (dose2 / 1e6)^dose_exp
+    to E at t2 (the [dosing] link) and nothing to M. With s = t - t2 >= 0 that bolus alone
+    gives E_B(s) = B e^(-alpha s) and M_B(s) = Fb (alpha - beta) B integral_0^s e^(-alpha u)
+    e^(-beta (s - u)) du = Fb B (e^(-beta s) - e^(-alpha s)), so it adds
+    B [(1 - Fb) e^(-alpha s) + Fb e^(-beta s)]: no second expansion (the model has one
+    expansion phase, until tmax after the first infusion), the same shape as the first
+    infusion's decline from its peak. By superposition (linear after tmax) the level is the
+    sum of the two.
+    """
+    t = np.asarray(t, dtype=float)
+    first = stein_level(t, C0 * (dose1 / 1e6) ** dose_exp, rho, tmax, Fb, alpha, beta)
+    bolus = C0 * (dose2 / 1e6) ** dose_exp
+    s = np.maximum(t - t2, 0.0)
+    second = bolus * ((1 - Fb) * np.exp(-alpha * s) + Fb * np.exp(-beta * s))
+    return first + np.where(t >= t2, second, 0.0)
