@@ -166,7 +166,7 @@ def test_matching_units_pass(nk: ck.Model) -> None:
             r"column AMT: 1e\+09 is not a plausible dose in 'cells/kg', the unit model "
             r"'ck_stein' declares \(\[dosing\] unit; plausible: 1000 to 1e\+08 cells/kg\) "
             r"\(rows 1, 5\); 1e\+09 looks like a dose in cells\. Convert the doses to "
-            r"cells/kg, use a model of the data's unit, or state the unit in an AMTU column",
+            r"cells/kg, use a model of the doses' unit, or state the unit in an AMTU column",
         ),
         (
             "ck_nk",
@@ -217,6 +217,18 @@ def test_fits_refuse_a_unit_mismatch(nk: ck.Model) -> None:
     with pytest.raises(DataError, match=r"column AMTU: doses in 'cells/kg' \(row 1\)"):
         ck.simulate(nk, None, [0.0, 21.0], doses=doses)
     ck.simulate(nk, None, [0.0, 21.0], doses=doses.assign(AMT=1e9, AMTU="cells"))
+
+
+def test_scenarios_refuse_doses_of_the_other_unit(nk: ck.Model) -> None:
+    """The scenarios' default doses are cells/kg: given to a flat-dose model they fail."""
+    pattern = (
+        r"doses: 1e\+06 is not a plausible dose in 'cells'.*\(entries 0, 1, 2\); 1e\+06 "
+        r"looks like a dose in cells/kg"
+    )
+    with pytest.raises(ValueError, match=pattern):
+        ck.scenarios(nk, output="CARNK", n=5)
+    with pytest.raises(ValueError, match=r"doses: 1e\+09 is not a plausible dose in 'cells/kg'"):
+        ck.scenarios("ck_stein", doses=[1e9], n=5)
 
 
 def test_model_files_declare_a_known_unit(tmp_path) -> None:

@@ -17,7 +17,8 @@ give levels 1,000 times too high without a word. Where a dataset meets a model
 :func:`cartpk.simulate` checks the AMTU column of its ``doses`` table, when it has one (the
 amounts of a programmatic call are the caller's, in the model's unit). A model without a
 declared unit is not checked. Every problem is a :class:`cartpk.DataError` naming the
-column, the rows of the user's table and what to do.
+column, the rows of the user's table and what to do. :func:`cartpk.scenarios` checks its
+``doses`` (a ValueError naming the entries) the same way.
 """
 
 from __future__ import annotations
@@ -106,20 +107,52 @@ def check_stated(stated: np.ndarray, row: np.ndarray, model: str, unit: str) -> 
 def check_amounts(
     values: np.ndarray, rows: np.ndarray, row: np.ndarray, model: str, unit: str, column: str
 ) -> None:
-    """``values[rows]`` must lie within the plausible range of ``unit``."""
-    low, high = PLAUSIBLE[unit]
-    bad = rows & ~((values >= low) & (values < high))
-    if not bad.any():
+    """``values[rows]`` must lie within the plausible range of ``unit`` (``row``: the rows'
+    numbers in the user's table)."""
+    bad = rows & implausible(values, unit)
+    if bad.any():
+        raise DataError(
+            f"column {column}: {implausible_text(float(values[bad][0]), model, unit)} "
+            f"({rows_text(row[bad])}){way_out(float(values[bad][0]), unit)}"
+        )
+
+
+def check_dose_values(doses: np.ndarray, model: DosedModel) -> None:
+    """Scenario doses (the DOSE of each virtual trial arm, in the model's unit) must be
+    plausible in the model's declared unit, if it has one."""
+    unit = model.dose_unit
+    if unit is None:
         return
-    example = float(values[bad][0])
-    fits = [u for u, (lo, hi) in PLAUSIBLE.items() if u != unit and lo <= example < hi]
-    looks = f"; {example:g} looks like a dose in {fits[0]}" if fits else ""
-    raise DataError(
-        f"column {column}: {example:g} is not a plausible dose in {unit!r}, the unit model "
-        f"{model!r} declares ([dosing] unit; plausible: {low:g} to {high:g} {unit}) "
-        f"({rows_text(row[bad])}){looks}. Convert the doses to {unit}, use a model of the "
-        f"data's unit, or state the unit in an {UNIT_COLUMN} column on the dose rows"
+    bad = implausible(doses, unit)
+    if bad.any():
+        where = np.flatnonzero(bad)
+        entries = f"entr{'ies' if where.size > 1 else 'y'} {', '.join(map(str, where[:5]))}"
+        raise ValueError(
+            f"doses: {implausible_text(float(doses[bad][0]), model.name, unit)} ({entries})"
+            f"{way_out(float(doses[bad][0]), unit, stated=False)}"
+        )
+
+
+def implausible(values: np.ndarray, unit: str) -> np.ndarray:
+    """Boolean: which ``values`` lie outside the plausible range of ``unit``."""
+    low, high = PLAUSIBLE[unit]
+    return ~((values >= low) & (values < high))
+
+
+def implausible_text(value: float, model: str, unit: str) -> str:
+    low, high = PLAUSIBLE[unit]
+    return (
+        f"{value:g} is not a plausible dose in {unit!r}, the unit model {model!r} declares "
+        f"([dosing] unit; plausible: {low:g} to {high:g} {unit})"
     )
+
+
+def way_out(value: float, unit: str, stated: bool = True) -> str:
+    """What the dose looks like instead, and what to do."""
+    fits = [u for u, (lo, hi) in PLAUSIBLE.items() if u != unit and lo <= value < hi]
+    looks = f"; {value:g} looks like a dose in {fits[0]}" if fits else ""
+    column = f", or state the unit in an {UNIT_COLUMN} column on the dose rows" if stated else ""
+    return f"{looks}. Convert the doses to {unit}, use a model of the doses' unit{column}"
 
 
 def check_dose_table(doses: pd.DataFrame, model: DosedModel) -> None:
