@@ -120,3 +120,90 @@ def central_hessian(fun, x: np.ndarray, step: float = 1e-4) -> np.ndarray:
                 fun(x + e_i + e_j) - fun(x + e_i - e_j) - fun(x - e_i + e_j) + fun(x - e_i - e_j)
             ) / (4 * step * step)
     return h
+
+
+NK_PARAMS = ("f_blood", "V_blood", "kel", "kexp", "texp", "krej", "t_rej", "w_rej", "rej_on")
+
+
+def nk_exponent(t, kel, kexp, texp, krej, t_rej, w_rej, rej_on):
+    """G(t) of ck_nk's header: the log of CAR-NK survival from 0 to ``t`` (days),
+
+        G(t) = kexp min(t, texp) - kel t
+               - rej_on krej w_rej [softplus((t - t_rej) / w_rej) - softplus(-t_rej / w_rej)],
+
+    the integral of the net rate kexp [t < texp] - kel - krej(t) with the logistic rejection
+    rate krej(t) = rej_on krej / (1 + exp(-(t - t_rej) / w_rej)), whose antiderivative is
+    krej w_rej softplus((t - t_rej) / w_rej). Rates in 1/day, times in days.
+    """
+    t = np.asarray(t, dtype=float)
+    rejected = w_rej * (np.logaddexp(0, (t - t_rej) / w_rej) - np.logaddexp(0, -t_rej / w_rej))
+    return kexp * np.minimum(t, texp) - kel * t - rej_on * krej * rejected
+
+
+def nk_level(t, doses, f_blood, V_blood, kel, kexp, texp, krej, t_rej, w_rej, rej_on):
+    """ck_nk's CAR-NK level (cells/µL) at times ``t`` (days) by superposition, by hand.
+
+    ``doses``: (time, cells) pairs, the first at t = 0. dN/dt = r(t) N is linear, so each
+    infusion of AMT cells at t_d adds A_d = f_blood AMT / V_blood (V_blood in µL) and then
+    follows the same survival: N(t) = sum over t_d <= t of A_d exp(G(t) - G(t_d)), G from
+    :func:`nk_exponent`. Right-continuous: a dose at t counts at t.
+    """
+    t = np.asarray(t, dtype=float)
+    rates = (kel, kexp, texp, krej, t_rej, w_rej, rej_on)
+    total = np.zeros_like(t)
+    for t_d, amount in doses:
+        gain = f_blood * amount / V_blood
+        total += np.where(
+            t >= t_d, gain * np.exp(nk_exponent(t, *rates) - nk_exponent(t_d, *rates)), 0.0
+        )
+    return total
+
+
+def nk_radau(par: dict, times: np.ndarray, dose: float) -> np.ndarray:
+    """ck_nk's (CARNK, IL6) after one infusion of ``dose`` cells at t = 0, by scipy Radau
+    at rtol 1e-10 on the right-hand side written out from the model file:
+
+        dN/dt   = (kexp [t < texp] - kel - rej_on krej / (1 + exp(-(t - t_rej) / w_rej))) N
+        dIL6/dt = kout_il6 (IL6_base (1 + emax_il6 N / (n50_il6 + N)) - IL6)
+
+    with N(0) = f_blood dose / V_blood and IL6(0) = IL6_base, split at texp (where the
+    expansion switches off). Returns shape (len(times), 2).
+    """
+
+    def rhs(before):
+        def f(t, y):
+            n, il6 = y
+            rejection = (
+                par["rej_on"] * par["krej"] / (1 + np.exp(-(t - par["t_rej"]) / par["w_rej"]))
+            )
+            rate = (par["kexp"] if before else 0.0) - par["kel"] - rejection
+            stimulus = par["emax_il6"] * n / (par["n50_il6"] + n)
+            return [rate * n, par["kout_il6"] * (par["IL6_base"] * (1 + stimulus) - il6)]
+
+        return f
+
+    y0 = [par["f_blood"] * dose / par["V_blood"], par["IL6_base"]]
+    return radau_split(rhs, y0, par["texp"], times, 1e-14).T
+
+
+def stein_reinfused(t, t2, dose1, dose2, C0, rho, tmax, Fb, alpha, beta, dose_exp=1.0):
+    """ck_stein's CAR-T level (copies/µg) after an infusion of ``dose1`` cells/kg at t = 0
+    and a second of ``dose2`` at ``t2`` >= tmax, by hand.
+
+    The first infusion gives :func:`stein_level` with C0 (dose1 / 1e6)^dose_exp. After
+    tmax the equations are linear and time-invariant, dE/dt = -alpha E and dM/dt =
+    Fb (alpha - beta) E - beta M, and the second infusion adds B = C0 (dose2 / 1e6)^dose_exp
+    to E at t2 (the [dosing] link) and nothing to M. With s = t - t2 >= 0 that bolus alone
+    gives E_B(s) = B e^(-alpha s) and M_B(s) = Fb (alpha - beta) B integral_0^s e^(-alpha u)
+    e^(-beta (s - u)) du = Fb B (e^(-beta s) - e^(-alpha s)), so it adds
+    B [(1 - Fb) e^(-alpha s) + Fb e^(-beta s)]: no second expansion (the model has one
+    expansion phase, until tmax after the first infusion), the same shape as the first
+    infusion's decline from its peak. By superposition (linear after tmax) the level is the
+    sum of the two.
+    """
+    t = np.asarray(t, dtype=float)
+    first = stein_level(t, C0 * (dose1 / 1e6) ** dose_exp, rho, tmax, Fb, alpha, beta)
+    bolus = C0 * (dose2 / 1e6) ** dose_exp
+    s = np.maximum(t - t2, 0.0)
+    second = bolus * ((1 - Fb) * np.exp(-alpha * s) + Fb * np.exp(-beta * s))
+    return first + np.where(t >= t2, second, 0.0)

@@ -154,7 +154,7 @@ def test_models_lists_builtins() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     names = list_models()
-    assert names == ["ck_blineage", "ck_crs", "ck_stein", "ck_target", "ck_vegf"]
+    assert names == ["ck_blineage", "ck_crs", "ck_nk", "ck_stein", "ck_target", "ck_vegf"]
     starts = [out.index(f"\n{name}: ") for name in names]
     for name, begin, end in zip(names, starts, [*starts[1:], len(out)], strict=True):
         model = load_model(name)

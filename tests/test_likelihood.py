@@ -128,7 +128,8 @@ PACK_TABLE = pd.DataFrame(
 
 
 def pack_model(**changes) -> SimpleNamespace:
-    """What pack_observations reads of a model: outputs, covariates, dose_state, name."""
+    """What pack_observations reads of a model: outputs, covariates, dose_state, name,
+    dose_unit (None: no dose-unit check)."""
     spec = {
         "name": "packer",
         "outputs": ("VEGF", "CART"),
@@ -138,6 +139,7 @@ def pack_model(**changes) -> SimpleNamespace:
             "AGE": SimpleNamespace(reference=60.0),
         },
         "dose_state": "E",
+        "dose_unit": None,
     }
     return SimpleNamespace(**{**spec, **changes})
 

@@ -22,7 +22,7 @@ from scipy.integrate import solve_ivp
 from cartpk.errors import ModelError
 from cartpk.model import Model, list_models, load_model
 
-BUILTINS = ["ck_blineage", "ck_crs", "ck_stein", "ck_target", "ck_vegf"]
+BUILTINS = ["ck_blineage", "ck_crs", "ck_nk", "ck_stein", "ck_target", "ck_vegf"]
 README = Path(__file__).resolve().parents[1] / "models" / "README.md"
 
 # A valid model that the error tests edit one line at a time.
@@ -290,7 +290,19 @@ def target_rhs(t: float, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     )
 
 
+def nk_rhs(t: float, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    _, _, kel, kexp, texp, krej, t_rej, w_rej, rej_on, il6_base, kout_il6, emax, n50, _ = p
+    n, il6 = y
+    rate = (kexp if t < texp else 0.0) - kel - rej_on * krej / (1 + np.exp(-(t - t_rej) / w_rej))
+    return np.array([rate * n, kout_il6 * (il6_base * (1 + emax * n / (n50 + n)) - il6)])
+
+
 REFERENCE = {
+    "ck_nk": {
+        "rhs": nk_rhs,
+        "initial": lambda p: np.array([p[0] * p[13] / p[1], p[9]]),
+        "outputs": lambda y: np.array([y[0], y[1]]),
+    },
     "ck_stein": {
         "rhs": stein_rhs,
         "initial": lambda p: np.array([p[0] * (p[7] / 1e6) ** p[6], 0.0]),

@@ -19,6 +19,7 @@ import pandas as pd
 from scipy.special import log_ndtr
 
 from .data import Dataset
+from .dose_units import check_dataset_doses
 from .dosing import RESET_DOSE, ragged
 from .errors import DataError, plain, rows_text, shown
 from .kernels.codes import KIND_CODES
@@ -181,7 +182,9 @@ def pack_observations(
     ds: Dataset, model: Model, ids: Sequence[Any], analytes: Any = None
 ) -> ObservationArrays:
     """Flat observation, dose and covariate arrays of subjects ``ids`` (in that order), the
-    observations of ``analytes`` only (None: every analyte; see :func:`choose_analytes`)."""
+    observations of ``analytes`` only (None: every analyte; see :func:`choose_analytes`).
+    Their doses are checked against the model's dose unit
+    (:func:`cartpk.dose_units.check_dataset_doses`)."""
     chosen = choose_analytes(ds, analytes)
     ds.require_analytes(model.outputs, chosen)
     subjects = SubjectRows(ds, ids)
@@ -207,6 +210,7 @@ def pack_observations(
             "TIME 0 is the infusion)"
         )
     notes += baseline_notes(ds, list(model.covariates), subjects)
+    check_dataset_doses(ds, model, subjects.code >= 0)
     d_time, d_amt, d_reset, d_off = reinfusions(ds, model, subjects.ids)
     analyte = ds.column("ANALYTE")[rows].astype(str)
     names, index = np.unique(analyte, return_inverse=True)

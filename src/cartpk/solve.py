@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .data import numeric, sort_order
+from .dose_units import check_dose_table
 from .dosing import DOSE, DOSE_ITEMS, RESET_DOSE, check_records, dose_events, ragged
 from .errors import NOT_FINITE, DataError, SolverError, fail
 from .kernels.codes import METHODS, STATUS_MAX_STEPS, STATUS_NOT_FINITE, STATUS_STEP_UNDERFLOW
@@ -497,6 +498,7 @@ def subject_doses(model: Model, doses: Any, ids: list[Any]) -> Doses | None:
     if doses is None:
         return None
     if isinstance(doses, pd.DataFrame):
+        check_dose_table(doses, model)
         return table_doses(doses, ids)
     try:
         pairs = np.array(doses, dtype=np.float64).reshape(-1, 2)
@@ -597,11 +599,12 @@ def simulate(
         covariates: covariate values: a dict (all subjects) or a DataFrame with one row per
             subject (matched by its ID column, else in the order of ``params``); covariates
             drive the dose link (DOSE).
-        doses: further doses: a DataFrame with TIME (days), AMT (the model's dosing unit)
-            and optionally ID (else every subject), EVID (1 dose, 4 reset and dose: the
-            subject starts afresh, infused with AMT), ADDL and II (additional doses every
-            II days), read as a data set's dose records (:mod:`cartpk.dosing`); or (time,
-            amount) pairs.
+        doses: further doses: a DataFrame with TIME (days), AMT (the model's dosing unit,
+            its ``[dosing] unit``) and optionally ID (else every subject), EVID (1 dose, 4
+            reset and dose: the subject starts afresh, infused with AMT), ADDL and II
+            (additional doses every II days), read as a data set's dose records
+            (:mod:`cartpk.dosing`), and AMTU (the unit, which must then be the model's); or
+            (time, amount) pairs.
         method: ``"dopri5"`` or ``"rodas"``; None uses the model's default.
         rtol, atol: tolerances of the local error control.
 

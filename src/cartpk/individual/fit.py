@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Dataset, as_dataset, shown
+from ..dose_units import check_dataset_doses
 from ..dosing import DOSE, RESET_DOSE
 from ..errors import DataError, FitError, FitWarning
 from ..likelihood import ERROR_MODELS, KIND_CODES, ObservationArrays, pack_observations
@@ -340,6 +341,7 @@ def fit(
     check_tolerances(rtol, atol, max_steps)
     ds = as_dataset(data, dvid)
     if id is None and len(ds.ids) > 1:
+        check_dataset_doses(ds, model)  # one error for the data, not one per subject
         return fit_each(
             model,
             ds,

@@ -68,6 +68,7 @@ class Model:
     correlations: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
     parameter_set: str | None = None
     text: str = ""  # the model file's TOML text, as read (saved fits carry it)
+    dose_unit: str | None = None  # [dosing] unit: what AMT and DOSE mean ("cells/kg", "cells")
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -225,6 +226,7 @@ def _build(spec: _Spec) -> Model:
         source_code=_generate(spec),
         correlations=spec.correlations,
         text=spec.text,
+        dose_unit=spec.dose_unit,
     )
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..dose_units import UNITS
 from ..errors import ModelError
 from ..kernels.codes import METHODS, SCALE_CODES
 from .expr import FUNCTIONS, Expression, parse_expression
@@ -41,7 +42,7 @@ SECTIONS = {
     "equations": (),
     "outputs": ("expression", "unit", "description"),
     "breakpoints": ("times",),
-    "dosing": ("state", "amount"),
+    "dosing": ("state", "amount", "unit"),
     "correlations": (),
 }
 REQUIRED_SECTIONS = ("model", "states", "equations", "outputs")
@@ -120,6 +121,7 @@ class _Spec:
         self.outputs = self._outputs(raw["outputs"])
         self.breakpoints = self._breakpoints(raw.get("breakpoints", {}))
         self.dosing = self._dosing(raw.get("dosing"))
+        self.dose_unit = self._dose_unit(raw.get("dosing"))
         where = f"{self.file}: [correlations]"
         self.correlations = correlation_pairs(raw.get("correlations", {}), where)
         _check_correlations(self.correlations, self.parameters, where)
@@ -389,6 +391,18 @@ class _Spec:
             )
         allowed, unavailable = self._static_scope("[dosing] amount", frozenset({"AMT"}))
         return state, self._expression(table["amount"], "[dosing] amount", allowed, unavailable)
+
+    def _dose_unit(self, raw: Mapping[str, Any] | None) -> str | None:
+        """The declared unit of AMT (and DOSE), one of :data:`cartpk.dose_units.UNITS`;
+        None when the file declares none (then no dataset is checked against it)."""
+        if raw is None or "unit" not in raw:
+            return None
+        unit = raw["unit"]
+        if unit not in UNITS:
+            raise self.error(
+                "[dosing] unit", f"{unit!r} is not one of {', '.join(map(repr, UNITS))}"
+            )
+        return unit
 
 
 def _number(value: object, where: str, key: str, infinite: bool = False) -> float:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Dataset
+from ..dose_units import check_dose_values
 from ..exposure import _interval, _output_index
 from ..kernels import ModelKernels
 from ..model import Model, compiled_kernels
@@ -196,6 +197,7 @@ def scenarios(
     population = as_population(source, omega)
     model = population.model
     dose_values = checked_doses(doses)
+    check_dose_values(dose_values, model)
     check_dose_link(population)
     n = checked_count(n)
     if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed >= 0):
