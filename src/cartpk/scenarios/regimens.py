@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..dose_units import check_dose_values
 from ..exposure import exposure
 from ..solve import simulate
 from .checks import checked_count
@@ -251,6 +252,7 @@ def compare_regimens(
     chosen = tuple(_as_regimen(r) for r in regimens)
     if not chosen:
         raise ValueError("regimens: give at least one regimen")
+    check_dose_values(np.array([a for r in chosen for a in r.amounts]), model)
     labels = [r.label for r in chosen]
     if len(set(labels)) != len(labels):
         raise ValueError(f"regimens: labels {labels} must be distinct")
