@@ -216,7 +216,7 @@ def compare_regimens(
     n: int = 500,
     seed: int = 1,
     *,
-    output: str = "CART",
+    output: str | None = None,
     level: float | None = None,
     horizon: float | None = None,
     window: float = WINDOW,
@@ -231,7 +231,7 @@ def compare_regimens(
         regimens: :class:`Regimen` s or their text (:meth:`Regimen.parse`); labels distinct.
         n, seed: patients and the seed of their draw (:class:`Cohort`'s blocks: the same
             patients for every regimen and any ``n`` >= m for the first m).
-        output: the model output whose exposure is reported.
+        output: the model output whose exposure is reported (None: the model's first).
         level: a level of ``output`` (its unit) for the days at or above it; None: none.
         horizon: end (days) of the cumulative AUC and of the time above the level; None:
             the latest end of any regimen's last window.
@@ -256,6 +256,7 @@ def compare_regimens(
     labels = [r.label for r in chosen]
     if len(set(labels)) != len(labels):
         raise ValueError(f"regimens: labels {labels} must be distinct")
+    output = model.outputs[0] if output is None else output
     if output not in model.outputs:
         raise ValueError(f"output {output!r}: the model's outputs are {', '.join(model.outputs)}")
     n = checked_count(n)
