@@ -2,8 +2,13 @@
 
 * Conditional modes: each subject's maximum a posteriori parameters given the population
   estimates (an individual fit with the population distribution as prior).
-* −2LL: importance sampling per subject with a Student-t (5 degrees of freedom) proposal
-  centred on the conditional mean with the conditional SD from the chain, as Monolix does.
+* −2LL: importance sampling per subject with a defensive mixture proposal (Hesterberg,
+  Technometrics 1995;37:185-194): with weight 1 − IS_DEFENSIVE a multivariate Student-t
+  (5 degrees of freedom) centred on the conditional mode with the conditional covariance
+  there (the inverse Hessian of the subject's posterior, correlated: C0 and rho often are),
+  and with weight IS_DEFENSIVE an independent Student-t centred on the conditional mean
+  with the conditional SD from the chain, as Monolix's proposal. The mixture keeps the
+  weights bounded where the local (Laplace) covariance is too narrow.
 * Standard errors: the Fisher information of the model linearised around the conditional
   modes (Monolix's "linearization" method): y_i ≈ N(f_i + J_i(m_i(θ) − φ̂_i),
   J_i Ω J_i' + Σ_i) on the error model's scale, quantified observations only: censored
@@ -19,8 +24,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.special import logsumexp
-from scipy.stats import t as student_t
+from scipy.special import gammaln, logsumexp
 
 from ..data import Dataset
 from ..dosing import DOSE, RESET_DOSE
@@ -36,6 +40,8 @@ OMEGA_FLOOR = 1e-3
 #: An SD below this at the end is reported as collapsed (fixed, no SE).
 COLLAPSED = 1e-2
 IS_DF = 5
+#: Weight of the chain-based component of the importance-sampling mixture.
+IS_DEFENSIVE = 0.1
 IS_CHUNK = 20_000
 AT_BOUND = 0.02  # a typical value this close to a bound (estimation scale) is said to be at it
 
@@ -49,8 +55,8 @@ def finish(run: SaemState, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
     design = d.mean(run.mu, run.theta)
     phi_mean = run.s_phi.copy()
     phi_sd = np.sqrt(np.maximum(run.s_phi_sq - run.s_phi**2, 0.0))
-    phi_mode = conditional_modes(run, ds, design, notes)
-    ofv, ofv_se = importance_sampling(run, design, phi_mean, phi_sd, n_is, seed)
+    phi_mode, phi_cov = conditional_modes(run, ds, design, notes)
+    ofv, ofv_se = importance_sampling(run, design, phi_mode, phi_cov, phi_mean, phi_sd, n_is, seed)
     names, covariance = fisher_covariance(run, phi_mode, notes)
     notes += drift(run, names, covariance)
     random = [j for j, name in enumerate(d.model.param_names) if name in d.random]
@@ -194,9 +200,11 @@ def drift(run: SaemState, names: list[str], covariance: np.ndarray | None) -> li
 
 def conditional_modes(
     run: SaemState, ds: Dataset, design: np.ndarray, notes: list[str]
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """MAP individual parameters (estimation scale), each subject fitted with the population
-    prior on its random effects and every other parameter fixed at its population value."""
+    prior on its random effects and every other parameter fixed at its population value,
+    and the conditional covariance of the random effects there (n, k, k; 2 H^-1 of the
+    subject's −2 log posterior on the estimation scale, NaN where it is not computable)."""
     d = run.design
     model = d.model
     random = [j for j, n in enumerate(model.param_names) if n in d.random]
@@ -205,6 +213,7 @@ def conditional_modes(
         notes.append("conditional modes use the diagonal of a block Omega as prior")
     errors = {a: (kind, dict(run.error[a])) for a, (kind, _) in d.errors.items()}
     modes = design.copy()
+    covariances = np.full((d.n, len(random), len(random)), np.nan)
     for i, subject in enumerate(d.obs.ids):
         natural = {
             name: float(to_natural(design[i, j], p.scale, p.lower, p.upper))
@@ -222,12 +231,16 @@ def conditional_modes(
             warnings.simplefilter("ignore", FitWarning)
             result = fit(
                 model, ds, id=subject, params=start, error=errors, priors=priors,
-                rtol=1e-8, atol=1e-10, standard_errors=False, analytes=d.analytes,
+                rtol=1e-8, atol=1e-10, analytes=d.analytes,
             )  # fmt: skip
         modes[i, random] = [result.estimation[model.param_names[j]] for j in random]
+        names = [model.param_names[j] for j in random]
+        if result.covariance is not None and all(n in result.names for n in names):
+            k = [result.names.index(n) for n in names]
+            covariances[i] = result.covariance[np.ix_(k, k)]
         if not result.success:
             notes.append(f"ID {subject}: conditional mode not converged ({result.message})")
-    return modes
+    return modes, covariances
 
 
 def inside(value: float, p) -> float:
@@ -237,29 +250,75 @@ def inside(value: float, p) -> float:
 
 
 def importance_sampling(
-    run: SaemState, design: np.ndarray, mean: np.ndarray, sd: np.ndarray, n_is: int, seed: int
+    run: SaemState,
+    design: np.ndarray,
+    mode: np.ndarray,
+    mode_cov: np.ndarray,
+    mean: np.ndarray,
+    sd: np.ndarray,
+    n_is: int,
+    seed: int,
 ) -> tuple[float, float]:
-    """−2 log-likelihood by importance sampling and its Monte Carlo SE."""
+    """−2 log-likelihood by importance sampling and its Monte Carlo SE (the proposal: see
+    the module notes; a subject without a conditional covariance uses the chain's SDs in
+    both components)."""
     d = run.design
     random = np.array([j for j, n in enumerate(d.model.param_names) if n in d.random])
+    k = random.size
     omega = run.omega[np.ix_(random, random)]
     inv = np.linalg.inv(omega)
     _, logdet = np.linalg.slogdet(2 * np.pi * omega)
-    scale = np.maximum(sd[:, random], 0.05 * np.sqrt(np.diag(omega)))
+    floor = 0.05 * np.sqrt(np.diag(omega))
+    chain_sd = np.maximum(sd[:, random], floor)
     rng = np.random.default_rng([seed, 7])
     n = d.n
-    draws = rng.standard_t(IS_DF, size=(n, n_is, random.size))
+    local = local_factors(mode_cov, chain_sd)
+    defensive = rng.uniform(size=(n, n_is)) < IS_DEFENSIVE
+    u = rng.standard_normal((n, n_is, k)) * np.sqrt(IS_DF / rng.chisquare(IS_DF, (n, n_is, 1)))
+    centre_local, centre_chain = mode[:, None, random], mean[:, None, random]
+    x_local = centre_local + np.einsum("iab,imb->ima", local, u)
+    x_chain = centre_chain + chain_sd[:, None, :] * u
     phi = np.repeat(design[:, None, :], n_is, axis=1)
-    phi[:, :, random] = mean[:, None, random] + scale[:, None, :] * draws
-    eta = phi[:, :, random] - design[:, None, random]
+    phi[:, :, random] = np.where(defensive[:, :, None], x_chain, x_local)
+    x = phi[:, :, random]
+    log_q = np.logaddexp(
+        np.log1p(-IS_DEFENSIVE) + multivariate_t_logpdf(x, centre_local, local),
+        np.log(IS_DEFENSIVE) + multivariate_t_logpdf(x, centre_chain, chain_sd[:, :, None]
+                                                      * np.eye(k)),
+    )  # fmt: skip
+    eta = x - design[:, None, random]
     log_prior = -0.5 * (np.einsum("ima,ab,imb->im", eta, inv, eta) + logdet)
-    log_q = student_t.logpdf(draws, IS_DF).sum(axis=2) - np.log(scale).sum(axis=1)[:, None]
     m2ll = data_m2ll(run, phi.reshape(n * n_is, -1), np.repeat(np.arange(n), n_is))
     log_w = -0.5 * m2ll.reshape(n, n_is) + log_prior - log_q
     log_l = logsumexp(log_w, axis=1) - np.log(n_is)
     w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
     relative_var = w.var(axis=1) / (n_is * w.mean(axis=1) ** 2)
     return float(-2 * log_l.sum()), float(2 * np.sqrt(relative_var.sum()))
+
+
+def local_factors(cov: np.ndarray, chain_sd: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factors (n, k, k) of each subject's conditional covariance, or the
+    diagonal of the chain's SDs where it is missing or not positive definite."""
+    out = np.empty_like(cov)
+    for i in range(cov.shape[0]):
+        try:
+            out[i] = np.linalg.cholesky(cov[i])
+            if not np.all(np.isfinite(out[i])):
+                raise np.linalg.LinAlgError
+        except np.linalg.LinAlgError:
+            out[i] = np.diag(chain_sd[i])
+    return out
+
+
+def multivariate_t_logpdf(x: np.ndarray, centre: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Log density of a multivariate Student-t with IS_DF degrees of freedom, location
+    ``centre`` (n, 1, k) and scale L L' (``factor`` L: (n, k, k), lower triangular), at
+    ``x`` (n, m, k)."""
+    k = x.shape[2]
+    z = np.linalg.solve(factor[:, None, :, :], (x - centre)[..., None])[..., 0]
+    log_det = np.log(np.abs(np.diagonal(factor, axis1=1, axis2=2))).sum(axis=1)[:, None]
+    const = gammaln((IS_DF + k) / 2) - gammaln(IS_DF / 2) - 0.5 * k * np.log(IS_DF * np.pi)
+    return const - log_det - 0.5 * (IS_DF + k) * np.log1p((z**2).sum(axis=2) / IS_DF)
 
 
 def data_m2ll(run: SaemState, phi: np.ndarray, subject: np.ndarray) -> np.ndarray:
