@@ -11,12 +11,12 @@ the file's value. The fit takes about 15 s on 2 cores.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from scripts import load_script
 
 import cartpk as ck
 from cartpk.data import bundled
@@ -25,10 +25,7 @@ DATA = Path(bundled("car_nk_trial.csv")).parent
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("gen_car_nk", DATA / "make_car_nk_trial.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(DATA / "make_car_nk_trial.py")
 
 
 def test_script_regenerates_the_bundled_files(tmp_path: Path) -> None:

@@ -9,13 +9,13 @@ byte for byte, and checked by counts and peak days that involve no model fitting
 from __future__ import annotations
 
 import functools
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from references import radau_split
+from scripts import load_script
 
 from cartpk import exposure, read_dataset, simulate
 from cartpk.model import Model, load_model
@@ -33,10 +33,7 @@ def crs() -> Model:
 
 @pytest.fixture(scope="module")
 def gen():
-    spec = importlib.util.spec_from_file_location("gen_kq2003", DATA / "make_kq2003_rrmm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(DATA / "make_kq2003_rrmm.py")
 
 
 def typical(model: Model) -> dict[str, float]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scripts import load_script
 
 from cartpk.data import as_dataset, read_dataset
 from cartpk.errors import DataError
@@ -186,11 +187,7 @@ def test_phase1_trial_design() -> None:
 
 
 def test_generator_curve_matches_closed_form_by_hand() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gen", DATA / "make_phase1_trial.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    gen = load_script(DATA / "make_phase1_trial.py")
     c0, rho, tmax, fb, alpha, beta = 6.0, 0.9, 9.0, 0.01, 0.2, 0.003
     t = np.array([0.0, 5.0, 9.0, 30.0])
     peak = 6.0 * np.exp(0.9 * 9.0)

@@ -12,12 +12,12 @@ against the truth within a stated band.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from scripts import load_script
 
 from cartpk.data import bundled
 from cartpk.demo.nmosd import OMEGA, nmosd_checks, nmosd_fit, nmosd_recovery
@@ -27,10 +27,7 @@ DATA = Path(bundled("nmosd_trial.csv")).parent
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("gen_nmosd", DATA / "make_nmosd_trial.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(DATA / "make_nmosd_trial.py")
 
 
 def test_script_regenerates_the_bundled_files(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ design columns. Fits use reduced iterations where the check allows it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import integrate, optimize, stats
+from scripts import load_script
 
 from cartpk.data import as_dataset
 from cartpk.errors import FitError
@@ -33,11 +33,7 @@ TRIAL = ROOT / "data" / "phase1_trial.csv"
 
 def _load_simest():
     """benches/simest_popfit.py as a module: its simulator, truth and summary."""
-    path = ROOT / "benches" / "simest_popfit.py"
-    spec = importlib.util.spec_from_file_location("simest_popfit", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benches" / "simest_popfit.py")
 
 
 SIMEST = _load_simest()
