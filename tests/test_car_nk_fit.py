@@ -63,6 +63,7 @@ def fit() -> ck.PopulationFit:
     )
 
 
+@pytest.mark.slow  # the same fit and recovery checks run in CI in notebooks/car_nk.ipynb
 def test_fit_recovers_the_loss_rate_and_the_rejection_onset(fit: ck.PopulationFit) -> None:
     truth = pd.read_csv(DATA / "car_nk_truth.csv")
     table = fit.fixed_effects.set_index("parameter")

@@ -61,6 +61,7 @@ def fit():
         return nmosd_fit()
 
 
+@pytest.mark.slow  # the same fit and checks run in CI in notebooks/autoimmune.ipynb
 def test_fit_recovers_the_sampled_patients(fit) -> None:
     table = nmosd_recovery(fit).set_index(["kind", "parameter"])
     for name in ("C0", "rho", "alpha", "B0", "AAB0"):
@@ -77,6 +78,7 @@ def test_fit_recovers_the_sampled_patients(fit) -> None:
     assert not fit.omega_table["fixed"].any()  # estimated, even without SEs
 
 
+@pytest.mark.slow  # as above
 def test_aqp4_igg_falls_in_most_patients(fit) -> None:
     """CT103A: AQP4-IgG trending down in 11 of 12 at a median 5.5 months."""
     checks = nmosd_checks(fit)
