@@ -81,6 +81,9 @@ def test_bootstrap_is_case_resampling(fit, trial, boot) -> None:
             for column in ("TIME", "DV", "CENS", "EVID", "DOSE"):
                 np.testing.assert_array_equal(mine[column], theirs[column])
     assert any(len(set(boot.drawn(r))) < N_SUBJECTS for r in range(len(boot.table)))
+    # replicate r draws from SeedSequence(seed).spawn(n)[r]
+    rng = np.random.default_rng(np.random.SeedSequence(SEED).spawn(4)[2])
+    assert boot.drawn(2) == [fit.ids[k] for k in rng.integers(0, N_SUBJECTS, N_SUBJECTS)]
 
 
 def test_bootstrap_percentile_intervals(boot) -> None:

@@ -34,7 +34,7 @@ import copy
 import numbers
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -334,7 +334,7 @@ class BootstrapResult:
     table: pd.DataFrame
     seed: int
     level: float
-    _job: _BootJob
+    _job: _BootJob = field(repr=False)
 
     @property
     def parameters(self) -> list[str]:
@@ -720,10 +720,10 @@ def simest(
         },
         **{f"omega_{name}": sd for name, sd in omega.items() if sd > 0},
         **{
-            f"{a}_{k}": v
-            for a, values in truth_sigma.items()
-            for k, v in values.items()
-            if k not in errors[a][1]
+            f"{a}_{k}": truth_sigma[a][k]
+            for a, (kind, fixed) in error_spec(options.get("error"), tuple(analytes)).items()
+            for k in ERROR_MODELS[kind]
+            if k in truth_sigma[a] and k not in fixed
         },
         **(fit_options.get("params") or {}),
     }
