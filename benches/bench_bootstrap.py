@@ -1,6 +1,6 @@
 """Benchmark: bootstrap throughput, here against a 2-worker dask LocalCluster.
 
-The problem: the first ``--subjects`` subjects of the bundled phase 1 trial, ck_stein with
+The problem: ``--subjects`` subjects of the bundled phase 1 trial (every k-th), ck_stein with
 random effects on C0, rho and alpha, a DOSE effect on C0, ``--iter`` SAEM iterations and
 ``--n-is`` importance-sampling draws; then ``cartpk.bootstrap`` with ``--n`` replicates:
 
@@ -41,7 +41,8 @@ def main() -> None:
     from dask.distributed import Client, LocalCluster
 
     frame = pd.read_csv(bundled("phase1_trial.csv"))
-    frame = frame[frame["ID"].isin(pd.unique(frame["ID"])[: args.subjects])]
+    ids = pd.unique(frame["ID"])  # spread over the dose levels (10 subjects each, in order)
+    frame = frame[frame["ID"].isin(ids[:: max(1, ids.size // args.subjects)][: args.subjects])]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)
         fit = cartpk.fit_population(
