@@ -260,12 +260,10 @@ def _run(task: Callable[[Any, int], dict], job: Any, n: int, scheduler: Any) -> 
     return scheduler.gather(futures)
 
 
-def _checked(n: Any, seed: Any, level: Any) -> tuple[int, int, float]:
-    n = check_count(n, "n")
-    seed = check_seed(seed)
-    if not (isinstance(level, numbers.Real) and 0 < level < 1):
+def _checked_level(level: Any) -> float:
+    if isinstance(level, bool) or not (isinstance(level, numbers.Real) and 0 < level < 1):
         raise ValueError(f"level {level!r}: expected a coverage strictly between 0 and 1")
-    return n, seed, float(level)
+    return float(level)
 
 
 #: The leading columns of a replicate table.
@@ -352,7 +350,7 @@ class BootstrapResult:
         (1 + level)/2 percentiles, numpy's linear interpolation, of the converged
         replicates' estimates; a NaN estimate, a level absent from a replicate, is left
         out) and ``n`` (replicates used)."""
-        level = self.level if level is None else _checked(1, 0, level)[2]
+        level = self.level if level is None else _checked_level(level)
         ok = self.table[self.table["converged"]]
         original = _estimates(self.fit, self.fit.covariate_model)
         rows = []
@@ -441,7 +439,7 @@ def bootstrap(
     """
     if not isinstance(popfit, PopulationFit):
         raise ValueError(f"bootstrap: expected a PopulationFit, got {type(popfit).__name__}")
-    n, seed, level = _checked(n, seed, level)
+    n, seed, level = check_count(n, "n"), check_seed(seed), _checked_level(level)
     ds = _fit_data(popfit) if data is None else _given_data(popfit, data)
     frame = ds.frame[ds.frame["ID"].isin(popfit.ids)].drop(columns="ROW")
     refit = _Refit(popfit.model, _refit_options(popfit), popfit.covariate_model)
@@ -675,7 +673,7 @@ def simest(
         A :class:`SimestResult`: :meth:`SimestResult.summary` gives bias, relative bias,
         RMSE and coverage per parameter; ``converged_share`` the converged share.
     """
-    n, seed, _ = _checked(n, seed, 0.95)
+    n, seed = check_count(n, "n"), check_seed(seed)
     if isinstance(source, PopulationFit):
         if sigma is not None:
             raise ValueError("simest: sigma is taken from the PopulationFit; do not give it")
