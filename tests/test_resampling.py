@@ -77,10 +77,11 @@ def test_bootstrap_is_case_resampling(fit, trial, boot) -> None:
         drawn = boot.drawn(r)
         assert list(sample.ids) == list(range(1, N_SUBJECTS + 1))
         assert len(drawn) == N_SUBJECTS and set(drawn) <= set(fit.ids)
+        mine_all, theirs_all = sample.observations(), original.observations()
         for new, old in zip(sample.ids, drawn, strict=True):
-            mine = sample.frame[sample.frame["ID"] == new]
-            theirs = original.frame[original.frame["ID"] == old]
-            for column in ("TIME", "DV", "CENS", "EVID", "DOSE"):
+            mine = mine_all[mine_all["ID"] == new]
+            theirs = theirs_all[theirs_all["ID"] == old]
+            for column in ("TIME", "DV", "CENS", "LLOQ", "DOSE"):
                 np.testing.assert_array_equal(mine[column], theirs[column])
     assert any(len(set(boot.drawn(r))) < N_SUBJECTS for r in range(len(boot.table)))
     # replicate r draws from SeedSequence(seed).spawn(n)[r]

@@ -358,7 +358,7 @@ class BootstrapResult:
             values = ok[name].to_numpy(float)
             values = values[np.isfinite(values)]
             q = (
-                np.percentile(values, [50, 50 * (1 - level), 50 * (1 + level)])
+                np.percentile(values, [50, (100 - 100 * level) / 2, (100 + 100 * level) / 2])
                 if values.size
                 else np.full(3, np.nan)
             )
@@ -376,7 +376,7 @@ class BootstrapResult:
 
     def sample(self, r: int) -> Dataset:
         """Replicate r's data set (subjects renumbered 1..N in draw order)."""
-        return _resampled(self._job, self.drawn(r))
+        return _resampled(self._job, _draw(self._job, r)[0])
 
     def drawn(self, r: int) -> list[Any]:
         """The original IDs replicate r drew, in order (its subjects 1..N)."""
