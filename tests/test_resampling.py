@@ -132,3 +132,33 @@ def test_simest_on_dask_equals_the_local_run(fit, trial, client) -> None:
         assert summary.loc[name, "coverage_pct"] == pytest.approx(100 * inside.mean(), nan_ok=True)
     assert local.truth["C0"] == pytest.approx(fit.typical()["C0"], rel=1e-12)
     assert {"C0", "rho", "omega_C0", "CART_sigma"} <= set(local.parameters)
+
+
+def test_failed_replicates_are_counted(fit) -> None:
+    broken = replace(fit, settings={**fit.settings, "n_iter": [0, 30]})  # refits raise
+    result = cartpk.bootstrap(broken, n=2, seed=SEED)
+    assert len(result.table) == 2 and result.converged_share == 0.0
+    assert result.table["error"].str.startswith("FitError: n_iter").all()
+    assert result.table["C0"].isna().all()
+    assert (result.ci()["n"] == 0).all()
+
+
+def test_simest_from_a_population(fit, trial) -> None:
+    population = cartpk.Population(
+        fit.model, fit.typical(), omega={"C0": 0.5, "rho": 0.1, "alpha": 0.2}
+    )
+    result = cartpk.simest(
+        population,
+        trial,
+        n=1,
+        seed=SEED,
+        sigma={"CART": {"sigma": 0.2}},
+        n_iter=(30, 15),
+        n_is=50,
+    )
+    assert len(result.table) == 1 and result.table["converged"].all()
+    assert result.truth["omega_rho"] == 0.1 and result.truth["CART_sigma"] == 0.2
+    assert result.truth["rho"] == pytest.approx(fit.typical()["rho"], rel=1e-12)
+    assert {"C0", "omega_alpha", "CART_sigma"} <= set(result.parameters)
+    with pytest.raises(ValueError, match="sigma"):
+        cartpk.simest(population, trial, n=1)
