@@ -14,7 +14,14 @@ from .model import Model, list_models, load_model
 from .model.parameter_sets import list_parameter_sets
 from .nca import nca, nca_summary
 from .persistence import kaplan_meier, persistence
-from .population import PopulationFit, fit_population
+from .population import (
+    BootstrapResult,
+    PopulationFit,
+    SimestResult,
+    bootstrap,
+    fit_population,
+    simest,
+)
 from .scenarios import (
     DoseEscalation,
     Population,
@@ -29,6 +36,7 @@ from .solve import simulate
 __version__ = version("cartpk")
 
 __all__ = [
+    "BootstrapResult",
     "DataError",
     "Dataset",
     "DoseEscalation",
@@ -41,8 +49,10 @@ __all__ = [
     "Population",
     "PopulationFit",
     "Regimen",
+    "SimestResult",
     "SolverError",
     "__version__",
+    "bootstrap",
     "check_parameter_set",
     "compare_regimens",
     "dose_escalation",
@@ -59,5 +69,6 @@ __all__ = [
     "persistence",
     "read_dataset",
     "scenarios",
+    "simest",
     "simulate",
 ]

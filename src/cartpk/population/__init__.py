@@ -7,15 +7,18 @@
   Fisher SEs.
 * :mod:`.result` — :class:`PopulationFit`: tables, individuals, summary text and JSON.
 * :mod:`.diagnostics` — predictions, NPDE, VPC and goodness-of-fit figures of a fit.
+* :mod:`.resampling` — case-resampling bootstrap and simulation–estimation, here or on dask.
 """
 
 from .after import COLLAPSED, OMEGA_FLOOR
 from .design import CovariateColumn, Design, build_design
+from .resampling import BootstrapResult, SimestResult, bootstrap, simest
 from .result import PopulationFit
 from .saem import PSEUDO_END, Saem, fit_population, floored
 from .state import SaemState
 
 __all__ = [
+    "BootstrapResult",
     "COLLAPSED",
     "OMEGA_FLOOR",
     "PSEUDO_END",
@@ -24,7 +27,10 @@ __all__ = [
     "PopulationFit",
     "Saem",
     "SaemState",
+    "SimestResult",
+    "bootstrap",
     "build_design",
     "fit_population",
     "floored",
+    "simest",
 ]
