@@ -19,6 +19,10 @@ import cartpk
 from cartpk.data import bundled, read_dataset
 from cartpk.errors import FitError, FitWarning
 
+#: About 50 s with a cold cache (a 2-worker cluster compiling the kernels, 20 small fits):
+#: the slow suite, which keeps CI within its 15 minutes (`pytest -m slow`).
+pytestmark = pytest.mark.slow
+
 N_SUBJECTS = 12
 SEED = 7
 
