@@ -79,17 +79,7 @@ def finish(run: SaemState, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
         ids=list(obs.ids),
         random=list(d.random),
         estimated=list(d.estimated),
-        covariate_model=[
-            {
-                "parameter": c.parameter,
-                "covariate": c.covariate,
-                "kind": c.kind,
-                "reference": c.reference,
-                "label": c.label,
-                "level": c.level,
-            }
-            for c in d.columns
-        ],
+        covariate_model=[c.record() for c in d.columns],
         errors=d.errors,
         omega_kind="block" if d.block else "diagonal",
         mu=dict(zip(d.model.param_names, run.mu.tolist(), strict=True)),

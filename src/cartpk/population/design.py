@@ -46,6 +46,17 @@ class CovariateColumn:
     values: np.ndarray
     level: Any = None
 
+    def record(self) -> dict[str, Any]:
+        """The column without its values, as a fit keeps it (``PopulationFit.covariate_model``)."""
+        return {
+            "parameter": self.parameter,
+            "covariate": self.covariate,
+            "kind": self.kind,
+            "reference": self.reference,
+            "label": self.label,
+            "level": self.level,
+        }
+
 
 @dataclass
 class Design:

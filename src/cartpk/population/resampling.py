@@ -792,17 +792,7 @@ def _population_source(
 
 def _reference(ds: Dataset, ids: list[Any], covariates: Any, model: Model) -> list[dict[str, Any]]:
     """The covariate design of a fit to the design's subjects (its references and labels)."""
-    return [
-        {
-            "parameter": c.parameter,
-            "covariate": c.covariate,
-            "kind": c.kind,
-            "reference": c.reference,
-            "label": c.label,
-            "level": c.level,
-        }
-        for c in covariate_columns(ds, ids, covariates or {}, model)
-    ]
+    return [c.record() for c in covariate_columns(ds, ids, covariates or {}, model)]
 
 
 def _observation_rows(
