@@ -156,15 +156,24 @@ def lu_solve(E, piv, b):
         b[i] = acc / E[i, i]
 
 
+_SQRT_EPS = math.sqrt(_EPS)
+_SQRT_1E5 = math.sqrt(1e-5)
+
+
 @numba.njit(cache=True, error_model="numpy")
 def jacobian(model, p, W, J, s, k_out, obuf):
-    """J = df/dy by forward differences (Hairer's increments), W[_FX] = df/dt."""
+    """J = df/dy by forward differences (Hairer's increments), W[_FX] = df/dt.
+
+    The increment of y_j is sqrt(eps) max(sqrt(1e-5), |y_j|), Hairer's sqrt(eps max(1e-5,
+    y_j^2)) without overflow: relative to y_j for large states (an increment of
+    sqrt(eps |y_j|) is lost in rounding once |y_j| > 1/eps, and the column came out 0).
+    """
     n = W.shape[1]
     t = s[_T]
     y = W[_Y]
     for j in range(n):
         saved = y[j]
-        delta = math.sqrt(_EPS * max(1e-5, abs(saved)))
+        delta = _SQRT_EPS * max(_SQRT_1E5, abs(saved))
         y[j] = saved + delta
         f(model, p, t, s, y, W[_DY], k_out, obuf)
         y[j] = saved

@@ -67,7 +67,12 @@ def error_norm(W, row, factor, rtol, atol):
 
 @numba.njit(cache=True, error_model="numpy")
 def initial_step(model, p, W, s, order, rtol, atol, k_out, obuf):
-    """Hairer's starting step: an Euler probe estimates the second derivative."""
+    """Hairer's starting step: an Euler probe estimates the second derivative.
+
+    The probe is at least 100 units in the last place of t: a state starting at 0 beside a
+    fast-moving one (ck_stein's memory cells at tmax after a 1e15-fold expansion) gives
+    Hairer's estimate a step below the resolution of t, which cannot advance it.
+    """
     n = W.shape[1]
     t, hmax = s[_T], s[_HMAX]
     dnf = 0.0
@@ -80,7 +85,7 @@ def initial_step(model, p, W, s, order, rtol, atol, k_out, obuf):
         h = 1e-6
     else:
         h = 0.01 * math.sqrt(dny / dnf)
-    h = min(h, hmax)
+    h = min(max(h, 100.0 * _EPS * abs(t)), hmax)
     for i in range(n):
         W[_YS, i] = W[_Y, i] + h * W[_F0, i]
     f(model, p, t + h, s, W[_YS], W[_DY], k_out, obuf)
