@@ -29,7 +29,7 @@ def test_one_kernel_compile_serves_every_model(stein: Model, vegf: Model, target
 
 def test_model_code_holds_only_the_model_functions(vegf: Model) -> None:
     code = vegf.source_code
-    assert code.count("@numba.cfunc(") == 5 and "@numba.njit(" not in code
+    assert code.count("@numba.cfunc(") == 6 and "@numba.njit(" not in code
     assert "solve_batch" not in code and "prange" not in code
 
 
@@ -108,6 +108,7 @@ def test_method_codes_are_one_table() -> None:
         "dopri5": codes.METHOD_DOPRI5,
         "rodas": codes.METHOD_RODAS,
         "auto": codes.METHOD_AUTO,
+        "closed": codes.METHOD_CLOSED,
     }
     assert len(set(codes.METHODS.values())) == len(codes.METHODS)
     assert solve.METHODS is codes.METHODS and SOLVERS == tuple(codes.METHODS)

@@ -354,7 +354,7 @@ def test_step_budget_raises_naming_subject_and_time(stein: Model) -> None:
     params = np.tile(stein.values, (2, 1))
     params[:, stein.param_names.index("rho")] = [0.1, 10.0]
     with pytest.raises(SolverError, match=r"subject ID 'b': step budget .* at t = \d"):
-        solve_batch(stein, params, times=[0.0, 50.0], max_steps=60, ids=["a", "b"])
+        solve_batch(stein, params, times=[0.0, 50.0], method="dopri5", max_steps=60, ids=["a", "b"])
 
 
 def test_on_failure_nan_keeps_the_other_subjects(stein: Model) -> None:
@@ -362,7 +362,7 @@ def test_on_failure_nan_keeps_the_other_subjects(stein: Model) -> None:
     params = np.tile(stein.values, (3, 1))
     params[:, stein.param_names.index("rho")] = [0.1, 10.0, 0.1]
     times = np.array([0.0, 5.0, 50.0])
-    sol = solve_batch(stein, params, times=times, max_steps=60, on_failure="nan")
+    sol = solve_batch(stein, params, times=times, method="dopri5", max_steps=60, on_failure="nan")
     assert sol.status.tolist() == [0, 1, 0]
     assert 0 < sol.fail_time[1] < STEIN_TMAX and np.isnan(sol.fail_time[[0, 2]]).all()
     assert np.isnan(sol.values[3:6]).all() and np.isfinite(sol.values[[0, 1, 2, 6, 7, 8]]).all()
@@ -491,3 +491,16 @@ def test_covariate_frame_matched_by_id(stein: Model) -> None:
     assert frame["CART"].tolist() == pytest.approx([c0, 2 * c0], rel=1e-15)
     with pytest.raises(DataError, match="do not match the subjects' IDs"):
         simulate(stein, subjects, [0.0], covariates=covariates.assign(ID=["b", "c"]))
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rodas"])
+def test_integrators_at_levels_far_beyond_a_trial(stein: Model, method: str) -> None:
+    """A 1e15-fold expansion: Rodas's difference Jacobian needs increments relative to the
+    state (an increment lost in rounding made it 0 and the level 2e-5 off at rtol 1e-8), and
+    dopri5's first step after tmax must exceed the resolution of t (the memory state starts
+    at 0 beside a level of 1e15: Hairer's estimate gave a step that could not advance t)."""
+    par = typical(stein) | {"C0": 4.6, "rho": 2.7, "tmax": 12.42}
+    times = np.array([0.0, 5.0, 12.42, 20.0, 100.0])
+    got = simulate(stein, par, times, method=method, rtol=1e-8, atol=1e-12)["CART"]
+    expected = stein_level(times, *(par[k] for k in STEIN_PARAMS))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)

@@ -124,7 +124,8 @@ def solve_batch(
             is None, else the flat concatenation of each subject's sorted times.
         offsets: int array (n + 1,): subject i's times are ``times[offsets[i]:offsets[i+1]]``.
         doses: doses (:class:`Doses` or a ``(time, amount[, offsets[, reset]])`` tuple).
-        method: ``"dopri5"`` or ``"rodas"``; None uses the model's default solver.
+        method: ``"auto"``, ``"dopri5"``, ``"rodas"`` or ``"closed"`` (the model's closed form);
+            None uses the model's default solver.
         rtol, atol: relative and absolute tolerances of the local error control.
         max_steps: step budget per subject (attempted steps, rejected ones included).
         on_failure: ``"raise"`` raises :class:`cartpk.SolverError` naming the first failed
@@ -178,6 +179,11 @@ def method_code(model: Model, method: str | None) -> int:
     name = method_name(model, method)
     if name not in METHODS:
         raise ValueError(f"method {method!r}: expected one of {', '.join(map(repr, METHODS))}")
+    if name == "closed" and model.solution is None:
+        raise ValueError(
+            f"method 'closed': model {model.name!r} declares no closed-form [solution]; "
+            "use 'auto', 'dopri5' or 'rodas'"
+        )
     return METHODS[name]
 
 
@@ -605,7 +611,8 @@ def simulate(
             (additional doses every II days), read as a data set's dose records
             (:mod:`cartpk.dosing`), and AMTU (the unit, which must then be the model's); or
             (time, amount) pairs.
-        method: ``"dopri5"`` or ``"rodas"``; None uses the model's default.
+        method: ``"auto"``, ``"dopri5"``, ``"rodas"`` or ``"closed"`` (the model's closed form);
+            None uses the model's default.
         rtol, atol: tolerances of the local error control.
 
     Returns:

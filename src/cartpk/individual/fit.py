@@ -323,7 +323,8 @@ def fit(
         n_starts: number of starts (an integer >= 1: the first at the given values, the
             others drawn around them with SD 0.5 on the estimation scale, seeded by ``seed``).
         seed: a non-negative integer (None is refused: a fit is reproducible).
-        method: ODE method ("dopri5" or "rodas"); None takes the model's.
+        method: "auto", "dopri5", "rodas" or "closed" (the model's closed form); None
+            takes the model's.
         rtol, atol: solver tolerances (relative, in [1e-14, 1); absolute, > 0, in the
             outputs' units).
         standard_errors: compute the covariance (a finite-difference Hessian); False

@@ -1,7 +1,7 @@
 """The numba kernels: model-independent, compiled once per installation and cached.
 
 =============== ===========================================================================
-``contract``    what a model gives the kernels (five functions of one signature, ``dims``)
+``contract``    what a model gives the kernels (six functions of one signature, ``dims``)
 ``codes``       the integer codes (method, status, error model, scale) shared with Python
 ``workspace``   the per-subject workspace and what every method shares
 ``dopri5``      Dormand–Prince 5(4), explicit
@@ -37,6 +37,7 @@ from .contract import (
     N_STATES,
     OUTPUTS,
     RHS,
+    SOLUTION,
     call_slot,
 )
 from .threads import over_items
@@ -81,8 +82,9 @@ class ModelKernels:
     :mod:`cartpk.kernels.contract`) and ``path`` the file they were compiled from;
     ``n_states``, ``n_outputs`` and ``n_breaks`` repeat them as ints. The model's own
     functions can be called from Python on float64 arrays with ``initial(p, y0)``,
-    ``rhs(t, y, p, dydt)``, ``outputs(t, y, p, out)``, ``breakpoints(p, tb)`` and
-    ``dose_into(p, amt, y)``.
+    ``rhs(t, y, p, dydt)``, ``outputs(t, y, p, out)``, ``breakpoints(p, tb)``,
+    ``dose_into(p, amt, y)`` and, for a model with a closed form, ``solution(t, dt, y, p,
+    out)``.
     """
 
     m2ll_predicted = staticmethod(likelihood.m2ll_predicted)
@@ -125,3 +127,8 @@ class ModelKernels:
     def dose_into(self, p: np.ndarray, amt: float, y: np.ndarray) -> None:
         """Add a bolus of ``amt`` to the dosing state of y, in place."""
         self._call(DOSE, 0.0, amt, p, y, y)
+
+    def solution(self, t: float, dt: float, y: np.ndarray, p: np.ndarray, out: np.ndarray) -> None:
+        """out[:n_states] = the closed-form state ``dt`` days after state y at branch time t
+        (no breakpoint or dose in between); leaves ``out`` as it is for a model without one."""
+        self._call(SOLUTION, t, dt, p, y, out)

@@ -10,7 +10,13 @@ from __future__ import annotations
 METHOD_DOPRI5 = 0
 METHOD_RODAS = 1
 METHOD_AUTO = 2
-METHODS = {"dopri5": METHOD_DOPRI5, "rodas": METHOD_RODAS, "auto": METHOD_AUTO}
+METHOD_CLOSED = 3  # the model file's [solution], no integration (``integrate.py``)
+METHODS = {
+    "dopri5": METHOD_DOPRI5,
+    "rodas": METHOD_RODAS,
+    "auto": METHOD_AUTO,
+    "closed": METHOD_CLOSED,
+}
 
 #: Per-subject solver outcome.
 STATUS_OK = 0

@@ -1,7 +1,7 @@
 """What a model gives the kernels, and how the kernels call it.
 
-The kernels are compiled once per installation; a model file contributes only five small
-numba functions, compiled on their own (``cartpk.model.codegen``). All five share one
+The kernels are compiled once per installation; a model file contributes only six small
+numba functions, compiled on their own (``cartpk.model.codegen``). All six share one
 signature, :data:`SIGNATURE`::
 
     f(t, amt, p, y, out) -> None      # t day, amt dose (cells/kg), p, y, out float64 pointers
@@ -12,20 +12,26 @@ entry points as an int64 array (``model``) and call them through those pointers
 reaches the same compiled kernels, and a call from Python types and passes one small
 array. Their jobs, by position in the array (:data:`INITIAL` ...):
 
-========== ==============================================================================
-initial    ``out[:n_states]`` = the state at t = 0 from the infusion (``y`` unused)
-rhs        ``out[:n_states]`` = dy/dt at (t, y)
-outputs    ``out[:n_outputs]`` = the model outputs at (t, y)
+=========== ==============================================================================
+initial     ``out[:n_states]`` = the state at t = 0 from the infusion (``y`` unused)
+rhs         ``out[:n_states]`` = dy/dt at (t, y)
+outputs     ``out[:n_outputs]`` = the model outputs at (t, y)
 breakpoints ``out[:n_breaks]`` = switch times in days (any order; ``y`` unused)
-dose       ``out[dose_state] += amt`` (called with ``out`` = ``y``); no-op without dosing
-========== ==============================================================================
+dose        ``out[dose_state] += amt`` (called with ``out`` = ``y``); no-op without dosing
+solution    ``out[:n_states]`` = the state ``amt`` days after the state ``y`` at ``t``, the
+            model file's closed form (``[solution]``), valid while no breakpoint or dose
+            lies in between; ``t`` is the step's start moved into the piece as the
+            right-hand side sees it (``integrate.py``). A no-op when the model declares none
+            (``dims[HAS_SOLUTION]`` = 0)
+=========== ==============================================================================
 
 ``p`` is one row of ``Model.pack``: parameters on the natural scale, then covariates. The
 sizes travel beside the functions as an int64 array ``dims`` = (:data:`N_STATES`,
-:data:`N_OUTPUTS`, :data:`N_BREAKS`, :data:`DOSE_COLUMN`), the last the position in ``p``
-of the DOSE covariate (-1 when the model has none), which a reset and dose sets to its
-amount (``integrate.solve_subject``). A model function must not keep the pointers, read
-past its sizes or raise: kernels use ``error_model="numpy"`` and check finiteness.
+:data:`N_OUTPUTS`, :data:`N_BREAKS`, :data:`DOSE_COLUMN`, :data:`HAS_SOLUTION`), the
+fourth the position in ``p`` of the DOSE covariate (-1 when the model has none), which a
+reset and dose sets to its amount (``integrate.solve_subject``), the fifth 1 when the model
+declares a closed-form solution. A model function must not keep the pointers, read past
+its sizes or raise: kernels use ``error_model="numpy"`` and check finiteness.
 
 Arrays passed to :func:`call` must be C-contiguous (rows of C-contiguous matrices are);
 the kernels allocate their workspaces so, and the Python side makes inputs contiguous.
@@ -42,9 +48,9 @@ from numba.extending import intrinsic
 SIGNATURE = "void(float64, float64, CPointer(float64), CPointer(float64), CPointer(float64))"
 
 #: Positions of the model functions in the address array the kernels take.
-INITIAL, RHS, OUTPUTS, BREAKPOINTS, DOSE = 0, 1, 2, 3, 4
+INITIAL, RHS, OUTPUTS, BREAKPOINTS, DOSE, SOLUTION = 0, 1, 2, 3, 4, 5
 #: Positions in ``dims``.
-N_STATES, N_OUTPUTS, N_BREAKS, DOSE_COLUMN = 0, 1, 2, 3
+N_STATES, N_OUTPUTS, N_BREAKS, DOSE_COLUMN, HAS_SOLUTION = 0, 1, 2, 3, 4
 
 
 @intrinsic

@@ -9,6 +9,10 @@ extension goes from positive to negative, the interior maximum is the root of th
 found by Brent's method (slope by a 5-point central difference in theta, exact for
 polynomials of degree <= 4). A step holding a minimum and then a maximum is not searched:
 at the tolerances used, steps are short against the dynamics. Ties keep the first time.
+
+A model's closed form (method ``closed``) gives the state at chosen times, not the
+continuous extension this search and the AUC need: ``closed`` integrates with ``auto``
+here, under the same tolerances.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .codes import METHOD_AUTO, METHOD_RODAS, STATUS_NOT_FINITE, STATUS_OK
+from .codes import METHOD_AUTO, METHOD_CLOSED, METHOD_RODAS, STATUS_NOT_FINITE, STATUS_OK
 from .contract import N_OUTPUTS, N_STATES, OUTPUTS, call
 from .integrate import advance, apply_doses, begin_piece, event_times, initial_state, start
 from .workspace import _EPS, _HOLD, _T, _TOLD, _Y, _YS, all_finite, allocate, dense
@@ -130,7 +134,7 @@ def exposure_subject(
     is integrated with the ODE under the same error control. auto: a subject that fails all
     the same is solved again from the start with Rodas.
     """
-    tried = method
+    tried = METHOD_AUTO if method == METHOD_CLOSED else method
     while True:  # one call site: the solver is compiled (and inlined) once, not twice
         code, when = _exposure_once(model, dims, p, k_out, t0, t1, d_time, d_amt, tried, rtol,
                                     atol, max_steps, best)  # fmt: skip

@@ -4,7 +4,7 @@
 ``core``            :class:`Model`, :func:`load_model`, :func:`list_models`
 ``spec``            reading and validating a model file
 ``expr``            the safe expression compiler (an ast whitelist)
-``codegen``         the generated module of the model's five functions
+``codegen``         the generated module of the model's six functions
 ``cache``           the on-disk cache of generated modules, compile notices
 ``parameter_sets``  named parameter sets (``models/sets/*.toml``)
 =================== ========================================================================

@@ -2,7 +2,7 @@
 
 A model's generated module is written under ``$CARTPK_CACHE_DIR`` (default
 ``~/.cache/cartpk``) in ``<name>-<hash>/``, named by the hash of its text, and imported
-from there, so that numba's own cache of its five functions is reused by later processes.
+from there, so that numba's own cache of its six functions is reused by later processes.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Code generation: a model's five functions of the kernel contract, as Python source.
+"""Code generation: a model's six functions of the kernel contract, as Python source.
 
-The generated module holds ``initial``, ``rhs``, ``outputs``, ``breakpoints`` and ``dose``,
-each ``f(t, amt, p, y, out)`` on float64 pointers (:mod:`cartpk.kernels.contract`), plus
-``FUNCTIONS`` and ``DIMS``; nothing else, so that an edited model compiles in about a
-second and the kernels never recompile.
+The generated module holds ``initial``, ``rhs``, ``outputs``, ``breakpoints``, ``dose`` and
+``solution``, each ``f(t, amt, p, y, out)`` on float64 pointers
+(:mod:`cartpk.kernels.contract`), plus ``FUNCTIONS`` and ``DIMS``; nothing else, so that
+an edited model compiles in about a second and the kernels never recompile.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 from importlib.metadata import version
 
 from ..kernels.contract import SIGNATURE
-from .spec import Expression, _Spec
+from .spec import STEP, Expression, _Spec
 
 JIT = '@numba.cfunc(SIGNATURE, cache=True, fastmath=False, error_model="numpy")'
 
 
 def _generate(spec: _Spec) -> str:
-    """The generated module: header, constants and the five model functions of the kernel
+    """The generated module: header, constants and the six model functions of the kernel
     contract (:mod:`cartpk.kernels.contract`), nothing else."""
     dose_state = list(spec.states).index(spec.dosing[0]) if spec.dosing else -1
     functions = [
@@ -32,17 +32,24 @@ def _generate(spec: _Spec) -> str:
             first=max(dose_state, 0),
             op="+=",
         ),
+        _function(spec, "solution", list((spec.solution or {}).values()), step=True),
     ]
     names = ", ".join(f"{role}" for role in ROLES)
     columns = [*spec.parameters, *spec.covariates]
     dose_column = columns.index("DOSE") if "DOSE" in spec.covariates else -1
-    sizes = [len(spec.states), len(spec.outputs), len(spec.breakpoints), dose_column]
+    sizes = [
+        len(spec.states),
+        len(spec.outputs),
+        len(spec.breakpoints),
+        dose_column,
+        int(spec.solution is not None),
+    ]
     tail = [f"FUNCTIONS = ({names})", f"DIMS = np.array({sizes})"]
     return "\n\n\n".join([_header(spec, dose_state), *functions, "\n".join(tail)]) + "\n"
 
 
 #: The model functions in the order of the kernel contract's tuple.
-ROLES = ("initial", "rhs", "outputs", "breakpoints", "dose")
+ROLES = ("initial", "rhs", "outputs", "breakpoints", "dose", "solution")
 
 
 def _header(spec: _Spec, dose_state: int) -> str:
@@ -56,6 +63,7 @@ def _header(spec: _Spec, dose_state: int) -> str:
         f"# p = [{', '.join(columns)}]",
         f"# y = [{', '.join(spec.states)}]; out = [{', '.join(spec.outputs)}]",
         f"# dose: out[{dose_state}] += amount (out is y); -1: the model takes no dose records",
+        f"# solution: out = y {STEP} days later ({STEP} is passed as amt); empty without one",
         "import math",
         "",
         "import numba",
@@ -75,10 +83,16 @@ def _function(
     expressions: list[Expression],
     first: int = 0,
     op: str = "=",
+    step: bool = False,
 ) -> str:
-    """One compiled model function: load the names it needs, then set ``out[first + i]``."""
+    """One compiled model function: load the names it needs, then set ``out[first + i]``.
+
+    ``step``: the function is the closed-form solution, whose step length (``dt`` in the
+    model file) comes as the contract's ``amt`` argument.
+    """
     needed = spec.uses(set().union(*(expr.names for expr in expressions)))
-    rename = {name: f"_{name}" for name in spec.declared} | {"t": "t", "AMT": "amt"}
+    rename = {name: f"_{name}" for name in spec.declared} | {"t": "t"}
+    rename[STEP if step else "AMT"] = "amt"
     body = [
         f"_{name} = p[{i}]"
         for i, name in enumerate([*spec.parameters, *spec.covariates])

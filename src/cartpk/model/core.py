@@ -4,7 +4,7 @@ A model file declares parameters, covariates, derived quantities, states with th
 initial values, one equation (time derivative) per state, outputs, breakpoints and a dose
 link; ``models/README.md`` documents the format. :func:`load_model` validates the file,
 checks every expression against the whitelist of :mod:`cartpk.expr`, generates the
-module of five small numba functions that :mod:`cartpk.kernels.contract` defines (initial
+module of six small numba functions that :mod:`cartpk.kernels.contract` defines (initial
 state, right-hand side, outputs, breakpoints, dose) and imports it from the cache
 directory, so that numba's own on-disk cache is reused by later processes. The solver,
 exposure, likelihood and MCMC kernels are not part of it: they are compiled once per
@@ -69,6 +69,7 @@ class Model:
     parameter_set: str | None = None
     text: str = ""  # the model file's TOML text, as read (saved fits carry it)
     dose_unit: str | None = None  # [dosing] unit: what AMT and DOSE mean ("cells/kg", "cells")
+    solution: dict[str, str] | None = None  # [solution]: each state's closed form (None: none)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -227,6 +228,7 @@ def _build(spec: _Spec) -> Model:
         correlations=spec.correlations,
         text=spec.text,
         dose_unit=spec.dose_unit,
+        solution=None if spec.solution is None else {k: e.text for k, e in spec.solution.items()},
     )
 
 

@@ -44,7 +44,10 @@ SECTIONS = {
     "breakpoints": ("times",),
     "dosing": ("state", "amount", "unit"),
     "correlations": (),
+    "solution": (),
 }
+#: The name of the step length (days) in ``[solution]`` expressions.
+STEP = "dt"
 REQUIRED_SECTIONS = ("model", "states", "equations", "outputs")
 
 
@@ -108,9 +111,7 @@ class _Spec:
         self.name = self._name(model["name"], "[model] name")
         self.description = self._text(model, "description", "[model]")
         self.source = self._text(model, "source", "[model]")
-        self.solver = model.get("solver", "auto")
-        if self.solver not in SOLVERS:
-            raise self.error("[model] solver", f"{self.solver!r} is not one of {SOLVERS}")
+        solver = model.get("solver")
         self.declared: dict[str, str] = {}
         self.parameters = self._parameters(raw.get("parameters", {}))
         self.covariates = self._covariates(raw.get("covariates", {}))
@@ -122,6 +123,8 @@ class _Spec:
         self.breakpoints = self._breakpoints(raw.get("breakpoints", {}))
         self.dosing = self._dosing(raw.get("dosing"))
         self.dose_unit = self._dose_unit(raw.get("dosing"))
+        self.solution = self._solution(raw.get("solution"))
+        self.solver = self._solver(solver)
         where = f"{self.file}: [correlations]"
         self.correlations = correlation_pairs(raw.get("correlations", {}), where)
         _check_correlations(self.correlations, self.parameters, where)
@@ -391,6 +394,42 @@ class _Spec:
             )
         allowed, unavailable = self._static_scope("[dosing] amount", frozenset({"AMT"}))
         return state, self._expression(table["amount"], "[dosing] amount", allowed, unavailable)
+
+    def _solver(self, solver: object) -> str:
+        """The default method: as given, else ``closed`` with a [solution], else ``auto``."""
+        if solver is None:
+            return "closed" if self.solution else "auto"
+        if solver not in SOLVERS:
+            raise self.error("[model] solver", f"{solver!r} is not one of {SOLVERS}")
+        if solver == "closed" and not self.solution:
+            raise self.error(
+                "[model] solver", "'closed' needs a [solution] section (the closed form)"
+            )
+        return str(solver)
+
+    def _solution(self, raw: Mapping[str, Any] | None) -> dict[str, Expression] | None:
+        """``[solution]``: every state ``dt`` days after the states at ``t`` (None: absent)."""
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            raise self.error("[solution]", 'must be a table of STATE = "expression"')
+        if STEP in self.declared:
+            raise self.error(
+                "[solution]",
+                f"{STEP!r} is the step length in [solution], but the model declares it in "
+                f"[{self.declared[STEP]}]",
+            )
+        allowed, unavailable = self._dynamic_scope()
+        solution = {}
+        for name, text in raw.items():
+            key = f"[solution] {name}"
+            if name not in self.states:
+                raise self.error(key, f"{name!r} is not a state (states: {', '.join(self.states)})")
+            solution[name] = self._expression(text, key, allowed | {STEP}, unavailable)
+        for name in self.states:
+            if name not in solution:
+                raise self.error(f"[solution] {name}", f"state {name!r} has no closed form")
+        return {name: solution[name] for name in self.states}
 
     def _dose_unit(self, raw: Mapping[str, Any] | None) -> str | None:
         """The declared unit of AMT (and DOSE), one of :data:`cartpk.dose_units.UNITS`;
