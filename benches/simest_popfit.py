@@ -86,25 +86,28 @@ def closed_form(t: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
     return references.stein_level(t[None, :], *col)
 
 
-def simulate_trial(rng: np.random.Generator, n_subjects: int, lloq: float) -> pd.DataFrame:
-    """One simulated trial in the long data format (dose records and observations)."""
+def simulate_trial(
+    rng: np.random.Generator, n_subjects: int, lloq: float, days: np.ndarray = DAYS
+) -> pd.DataFrame:
+    """One simulated trial in the long data format (dose records and observations), sampled
+    on ``days``."""
     dose = np.array([DOSES[k % len(DOSES)] for k in range(n_subjects)])
     p = {name: np.full(n_subjects, value) for name, value in TYPICAL.items()}
     for name, sd in OMEGA.items():
         p[name] = p[name] * np.exp(rng.normal(0.0, sd, n_subjects))
     p["C0"] = p["C0"] * dose / 1e6
-    value = closed_form(DAYS, p) * np.exp(rng.normal(0.0, SIGMA, (n_subjects, DAYS.size)))
+    value = closed_form(days, p) * np.exp(rng.normal(0.0, SIGMA, (n_subjects, days.size)))
     censored = value < lloq
     ids = np.arange(1, n_subjects + 1)
     obs = pd.DataFrame(
         {
-            "ID": np.repeat(ids, DAYS.size),
-            "TIME": np.tile(DAYS, n_subjects),
+            "ID": np.repeat(ids, days.size),
+            "TIME": np.tile(days, n_subjects),
             "DV": np.where(censored, lloq, value).ravel(),
             "CENS": censored.astype(int).ravel(),
             "EVID": 0,
             "AMT": np.nan,
-            "DOSE": np.repeat(dose, DAYS.size),
+            "DOSE": np.repeat(dose, days.size),
         }
     )
     doses = pd.DataFrame(

@@ -103,7 +103,11 @@ def test_a_parameter_of_one_analyte_moves_that_analyte_only(crs):
                     rtol=1e-10, atol=1e-12)  # fmt: skip
     for analyte in ("CART", "IFNG", "MPROT"):
         np.testing.assert_allclose(a[analyte], b[analyte], rtol=1e-8)
-    assert (b["IL6"].to_numpy()[1:] > a["IL6"].to_numpy()[1:]).all()
+    # where IL-6 is above its baseline, doubling emax_il6 raises it (by day 28 both are back
+    # at the baseline, to rounding)
+    raised = a["IL6"].to_numpy() - base["IL6_base"] > 1e-6
+    assert raised.sum() >= 4
+    assert (b["IL6"].to_numpy()[raised] > a["IL6"].to_numpy()[raised]).all()
 
 
 def test_individual_joint_fit_recovers_one_rich_subject(crs):

@@ -408,6 +408,7 @@ def test_summary_shows_tables_criteria_and_problems(fit):
     assert repr(fit) == text
     assert "Fixed effects" in text and "C0~DOSE" in text and "shrinkage" in text
     assert f"{fit.ofv:.3f}" in text and f"{fit.aic:.3f}" in text and f"{fit.bic:.3f}" in text
+    assert f"quadrature at the conditional modes: {fit.ofv_quadrature:.3f}" in text
     assert "CART_sigma" in text
     note = "the Fisher information is not positive definite: no standard errors"
     bad = dataclasses.replace(fit, covariance=None, notes=[note])
@@ -466,6 +467,7 @@ def test_json_round_trip(fit, table):
     pd.testing.assert_frame_equal(back.predictions(n_sim=1000, seed=3), table)
     assert all(type(i) is int for i in back.ids)
     assert (back.ofv, back.aic, back.bic) == (fit.ofv, fit.aic, fit.bic)
+    assert back.ofv_quadrature == fit.ofv_quadrature and np.isfinite(fit.ofv_quadrature)
     assert back.summary() == fit.summary()
 
 

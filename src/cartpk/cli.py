@@ -746,6 +746,8 @@ def popfit(
         f"\nOFV (-2LL, importance sampling) {result.ofv:.3f} (MC SE {result.ofv_se:.3f})"
         f"   AIC {result.aic:.3f}   BIC {result.bic:.3f}"
     )
+    if math.isfinite(result.ofv_quadrature):
+        typer.echo(f"OFV (-2LL, adaptive Gauss-Hermite quadrature) {result.ofv_quadrature:.3f}")
     for note in result.notes:
         typer.echo(f"note: {note}")
     if output is not None:

@@ -49,7 +49,9 @@ class PopulationFit:
     the random effects, over ``random``), the individual parameters ``phi_mode`` (conditional
     modes) and ``phi_mean`` (conditional means from the chain), (n_subjects, n_par).
     ``covariance`` is the inverse Fisher information (linearisation) over ``theta_names``;
-    ``ofv`` is −2 log-likelihood by importance sampling (``ofv_se`` its Monte Carlo SE).
+    ``ofv`` is −2 log-likelihood by importance sampling (``ofv_se`` its Monte Carlo SE),
+    ``ofv_quadrature`` the same by adaptive Gauss–Hermite quadrature at the conditional
+    modes (no Monte Carlo error; NaN beyond four random effects or in files saved before it).
     ``doses`` are the doses after TIME 0 (ID, TIME in days, AMT, EVID 4 for a reset and dose,
     1 for a re-infusion; see :mod:`cartpk.dosing`), None when there are none.
     Problems met while fitting (unconverged conditional modes, a singular or non positive
@@ -81,6 +83,7 @@ class PopulationFit:
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     doses: pd.DataFrame | None = None
+    ofv_quadrature: float = float("nan")
 
     # --- criteria -------------------------------------------------------------------------
 
@@ -449,6 +452,12 @@ def summary_text(fit: PopulationFit) -> str:
         "",
         f"-2LL (OFV) {fit.ofv:.3f} (Monte Carlo SE {fit.ofv_se:.3f}); AIC {fit.aic:.3f}; "
         f"BIC {fit.bic:.3f}; {fit.n_parameters} estimated parameters",
+        "-2LL by adaptive Gauss-Hermite quadrature at the conditional modes: "
+        + (
+            f"{fit.ofv_quadrature:.3f}"
+            if np.isfinite(fit.ofv_quadrature)
+            else "not computed (more than four random effects)"
+        ),
     ]
     if fit.covariance is None:
         lines.append("standard errors: NOT AVAILABLE (see problems)")
@@ -487,6 +496,7 @@ def fit_to_dict(fit: PopulationFit) -> dict[str, Any]:
         "covariance": plain(fit.covariance),
         "ofv": plain(fit.ofv),
         "ofv_se": plain(fit.ofv_se),
+        "ofv_quadrature": plain(fit.ofv_quadrature),
         "n_obs": int(fit.n_obs),
         "phi_mode": plain(fit.phi_mode),
         "phi_mean": plain(fit.phi_mean),
@@ -526,6 +536,7 @@ def fit_from_dict(cls: type, data: dict[str, Any]) -> PopulationFit:
         covariance=None if covariance is None else matrix(covariance, len(data["theta_names"])),
         ofv=number(data["ofv"]),
         ofv_se=number(data["ofv_se"]),
+        ofv_quadrature=number(data.get("ofv_quadrature")),
         n_obs=int(data["n_obs"]),
         phi_mode=matrix(data["phi_mode"], n_par),
         phi_mean=matrix(data["phi_mean"], n_par),
