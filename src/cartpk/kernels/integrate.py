@@ -404,12 +404,9 @@ def solve_subject(model, dims, p, times, out, d_time, d_amt, d_reset, method, rt
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _solve_once(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, max_steps):
-    if method == METHOD_CLOSED:
-        return _closed_once(model, dims, p, times, out, d_time, d_amt)
-    W, J, E, piv, s, obuf = allocate(dims[N_STATES], dims[N_OUTPUTS])
-    start(method, s)
-    y = W[_Y]
+def _day_zero(model, p, y, times, out, d_time, d_amt):
+    """y = the state just after the doses at 0; outputs for times <= 0. Returns the index of
+    the first later time, or -1 when that state is not finite."""
     initial_state(model, p, y)
     j = 0
     while j < times.size and times[j] < 0.0:
@@ -417,8 +414,20 @@ def _solve_once(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, m
         j += 1
     apply_doses(model, p, d_time, d_amt, -np.inf, 0.0, y)
     if not all_finite(y):
+        return -1
+    return _emit_at(model, p, y, 0.0, times, out, j)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _solve_once(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, max_steps):
+    if method == METHOD_CLOSED:
+        return _closed_once(model, dims, p, times, out, d_time, d_amt)
+    W, J, E, piv, s, obuf = allocate(dims[N_STATES], dims[N_OUTPUTS])
+    start(method, s)
+    y = W[_Y]
+    j = _day_zero(model, p, y, times, out, d_time, d_amt)
+    if j < 0:
         return STATUS_NOT_FINITE, 0.0
-    j = _emit_at(model, p, y, 0.0, times, out, j)
     if j == times.size:
         return STATUS_OK, np.nan
     a = 0.0
@@ -442,15 +451,9 @@ def _closed_once(model, dims, p, times, out, d_time, d_amt):
     n = dims[N_STATES]
     y = np.empty(n)
     ys = np.empty(n)
-    initial_state(model, p, y)
-    j = 0
-    while j < times.size and times[j] < 0.0:
-        call(model[OUTPUTS], times[j], 0.0, p, y, out[j])
-        j += 1
-    apply_doses(model, p, d_time, d_amt, -np.inf, 0.0, y)
-    if not all_finite(y):
+    j = _day_zero(model, p, y, times, out, d_time, d_amt)
+    if j < 0:
         return STATUS_NOT_FINITE, 0.0
-    j = _emit_at(model, p, y, 0.0, times, out, j)
     if j == times.size:
         return STATUS_OK, np.nan
     a = 0.0
