@@ -65,9 +65,7 @@ def fit_vector(fit) -> np.ndarray:
 def fit_ses(fit) -> np.ndarray:
     """SEs in the order of ``LABELS`` (omegas and sigma as SEs of the SD, not of its log)."""
     table = pd.Series(np.sqrt(np.diag(fit.covariance)), index=fit.theta_names)
-    names = [*(f"mu_{n}" for n in TYPICAL_NAMES), "C0~DOSE"]
-    names += [f"omega_{n}" for n in RANDOM] + ["CART_sigma"]
-    return np.array([table.get(n, np.nan) for n in names])
+    return np.array([table.get(n, np.nan) for n in LABELS])
 
 
 def main() -> None:

@@ -22,15 +22,14 @@ solution    ``out[:n_states]`` = the state ``amt`` days after the state ``y`` at
             model file's closed form (``[solution]``), valid while no breakpoint or dose
             lies in between; ``t`` is the step's start moved into the piece as the
             right-hand side sees it (``integrate.py``). A no-op when the model declares none
-            (``dims[HAS_SOLUTION]`` = 0)
+            (the Python side refuses method ``closed`` for it)
 =========== ==============================================================================
 
 ``p`` is one row of ``Model.pack``: parameters on the natural scale, then covariates. The
 sizes travel beside the functions as an int64 array ``dims`` = (:data:`N_STATES`,
-:data:`N_OUTPUTS`, :data:`N_BREAKS`, :data:`DOSE_COLUMN`, :data:`HAS_SOLUTION`), the
-fourth the position in ``p`` of the DOSE covariate (-1 when the model has none), which a
-reset and dose sets to its amount (``integrate.solve_subject``), the fifth 1 when the model
-declares a closed-form solution. A model function must not keep the pointers, read past
+:data:`N_OUTPUTS`, :data:`N_BREAKS`, :data:`DOSE_COLUMN`), the last the position in ``p``
+of the DOSE covariate (-1 when the model has none), which a reset and dose sets to its
+amount (``integrate.solve_subject``). A model function must not keep the pointers, read past
 its sizes or raise: kernels use ``error_model="numpy"`` and check finiteness.
 
 Arrays passed to :func:`call` must be C-contiguous (rows of C-contiguous matrices are);
@@ -50,7 +49,7 @@ SIGNATURE = "void(float64, float64, CPointer(float64), CPointer(float64), CPoint
 #: Positions of the model functions in the address array the kernels take.
 INITIAL, RHS, OUTPUTS, BREAKPOINTS, DOSE, SOLUTION = 0, 1, 2, 3, 4, 5
 #: Positions in ``dims``.
-N_STATES, N_OUTPUTS, N_BREAKS, DOSE_COLUMN, HAS_SOLUTION = 0, 1, 2, 3, 4
+N_STATES, N_OUTPUTS, N_BREAKS, DOSE_COLUMN = 0, 1, 2, 3
 
 
 @intrinsic

@@ -37,13 +37,7 @@ def _generate(spec: _Spec) -> str:
     names = ", ".join(f"{role}" for role in ROLES)
     columns = [*spec.parameters, *spec.covariates]
     dose_column = columns.index("DOSE") if "DOSE" in spec.covariates else -1
-    sizes = [
-        len(spec.states),
-        len(spec.outputs),
-        len(spec.breakpoints),
-        dose_column,
-        int(spec.solution is not None),
-    ]
+    sizes = [len(spec.states), len(spec.outputs), len(spec.breakpoints), dose_column]
     tail = [f"FUNCTIONS = ({names})", f"DIMS = np.array({sizes})"]
     return "\n\n\n".join([_header(spec, dose_state), *functions, "\n".join(tail)]) + "\n"
 

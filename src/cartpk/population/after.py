@@ -26,6 +26,7 @@ Each step takes the finished run as a frozen :class:`SaemState`, never the live 
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -263,34 +264,24 @@ def importance_sampling(
     """−2 log-likelihood by importance sampling and its Monte Carlo SE (the proposal: see
     the module notes; a subject without a conditional covariance uses the chain's SDs in
     both components)."""
-    d = run.design
-    random = np.array([j for j, n in enumerate(d.model.param_names) if n in d.random])
+    random = random_columns(run)
     k = random.size
-    omega = run.omega[np.ix_(random, random)]
-    inv = np.linalg.inv(omega)
-    _, logdet = np.linalg.slogdet(2 * np.pi * omega)
-    floor = 0.05 * np.sqrt(np.diag(omega))
-    chain_sd = np.maximum(sd[:, random], floor)
+    chain_sd = chain_scales(run, sd, random)
     rng = np.random.default_rng([seed, 7])
-    n = d.n
+    n = run.design.n
     local = local_factors(mode_cov, chain_sd)
     defensive = rng.uniform(size=(n, n_is)) < IS_DEFENSIVE
     u = rng.standard_normal((n, n_is, k)) * np.sqrt(IS_DF / rng.chisquare(IS_DF, (n, n_is, 1)))
     centre_local, centre_chain = mode[:, None, random], mean[:, None, random]
     x_local = centre_local + np.einsum("iab,imb->ima", local, u)
     x_chain = centre_chain + chain_sd[:, None, :] * u
-    phi = np.repeat(design[:, None, :], n_is, axis=1)
-    phi[:, :, random] = np.where(defensive[:, :, None], x_chain, x_local)
-    x = phi[:, :, random]
+    x = np.where(defensive[:, :, None], x_chain, x_local)
     log_q = np.logaddexp(
         np.log1p(-IS_DEFENSIVE) + multivariate_t_logpdf(x, centre_local, local),
         np.log(IS_DEFENSIVE) + multivariate_t_logpdf(x, centre_chain, chain_sd[:, :, None]
                                                       * np.eye(k)),
     )  # fmt: skip
-    eta = x - design[:, None, random]
-    log_prior = -0.5 * (np.einsum("ima,ab,imb->im", eta, inv, eta) + logdet)
-    m2ll = data_m2ll(run, phi.reshape(n * n_is, -1), np.repeat(np.arange(n), n_is))
-    log_w = -0.5 * m2ll.reshape(n, n_is) + log_prior - log_q
+    log_w = log_joint(run, design, x, random) - log_q
     log_l = logsumexp(log_w, axis=1) - np.log(n_is)
     w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
     relative_var = w.var(axis=1) / (n_is * w.mean(axis=1) ** 2)
@@ -308,30 +299,46 @@ def quadrature(
     is |det sqrt(2) L| sum_k w_k e^(z_k'z_k) p(y | eta_k) N(eta_k; 0, Omega), w_k the product
     Gauss–Hermite weights for the weight function e^(-z'z).
     """
-    d = run.design
-    random = np.array([j for j, n in enumerate(d.model.param_names) if n in d.random])
+    random = random_columns(run)
     k = random.size
     if k > QUADRATURE_MAX:
         return float("nan")
+    z1, w1 = np.polynomial.hermite.hermgauss(QUADRATURE_NODES[k])
+    z = np.array(list(itertools.product(z1, repeat=k)))
+    log_w = np.log(np.array(list(itertools.product(w1, repeat=k)))).sum(axis=1)
+    log_w += (z**2).sum(axis=1)
+    factor = np.sqrt(2.0) * local_factors(mode_cov, chain_scales(run, sd, random))
+    x = mode[:, None, random] + np.einsum("iab,mb->ima", factor, z)
+    log_det = np.log(np.abs(np.diagonal(factor, axis1=1, axis2=2))).sum(axis=1)
+    log_l = logsumexp(log_joint(run, design, x, random) + log_w, axis=1) + log_det
+    return float(-2 * log_l.sum())
+
+
+def random_columns(run: SaemState) -> np.ndarray:
+    """Positions (model parameter order) of the parameters with a random effect."""
+    d = run.design
+    return np.array([j for j, n in enumerate(d.model.param_names) if n in d.random])
+
+
+def chain_scales(run: SaemState, sd: np.ndarray, random: np.ndarray) -> np.ndarray:
+    """Each subject's conditional SDs from the chain (n, k), at least 5 % of Omega's SDs."""
+    floor = 0.05 * np.sqrt(np.diag(run.omega)[random])
+    return np.maximum(sd[:, random], floor)
+
+
+def log_joint(run: SaemState, design: np.ndarray, x: np.ndarray, random: np.ndarray):
+    """log p(y_i | phi) + log N(eta; 0, Omega) at m points per subject (n, m): ``x`` (n, m, k)
+    the random-effect parameters on the estimation scale, the others at ``design``."""
+    n, m, _ = x.shape
     omega = run.omega[np.ix_(random, random)]
     inv = np.linalg.inv(omega)
     _, logdet = np.linalg.slogdet(2 * np.pi * omega)
-    z1, w1 = np.polynomial.hermite.hermgauss(QUADRATURE_NODES[k])
-    z = np.stack(np.meshgrid(*[z1] * k, indexing="ij"), axis=-1).reshape(-1, k)
-    log_w = np.log(np.stack(np.meshgrid(*[w1] * k, indexing="ij"), axis=-1)).reshape(-1, k)
-    log_w = log_w.sum(axis=1) + (z**2).sum(axis=1)
-    n, m = d.n, z.shape[0]
-    floor = 0.05 * np.sqrt(np.diag(omega))
-    factor = np.sqrt(2.0) * local_factors(mode_cov, np.maximum(sd[:, random], floor))
-    x = mode[:, None, random] + np.einsum("iab,mb->ima", factor, z)
     phi = np.repeat(design[:, None, :], m, axis=1)
     phi[:, :, random] = x
-    m2ll = data_m2ll(run, phi.reshape(n * m, -1), np.repeat(np.arange(n), m)).reshape(n, m)
     eta = x - design[:, None, random]
     log_prior = -0.5 * (np.einsum("ima,ab,imb->im", eta, inv, eta) + logdet)
-    log_det = np.log(np.abs(np.diagonal(factor, axis1=1, axis2=2))).sum(axis=1)
-    log_l = logsumexp(-0.5 * m2ll + log_prior + log_w, axis=1) + log_det
-    return float(-2 * log_l.sum())
+    m2ll = data_m2ll(run, phi.reshape(n * m, -1), np.repeat(np.arange(n), m))
+    return -0.5 * m2ll.reshape(n, m) + log_prior
 
 
 def local_factors(cov: np.ndarray, chain_sd: np.ndarray) -> np.ndarray:
