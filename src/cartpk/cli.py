@@ -688,6 +688,13 @@ def popfit(
         str, typer.Option(help="Seed of every random draw (a non-negative integer).")
     ] = "1",
     analyte: AnalyteOption = None,
+    polish: Annotated[
+        bool,
+        typer.Option(
+            help="Move the SAEM estimates to the maximum of the -2LL by quadrature "
+            "(models with at most four random effects)."
+        ),
+    ] = True,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the fit as JSON.")
     ] = None,
@@ -699,6 +706,7 @@ def popfit(
     from .data import read_dataset
     from .model import load_model
     from .population import fit_population
+    from .population.result import polish_line
 
     figures = [] if plots is None else [plots / "gof.png", plots / "vpc.png"]
     check_outputs(
@@ -733,6 +741,7 @@ def popfit(
         seed=seed_value,
         n_iter=iterations,
         analytes=analytes,
+        polish=polish,
     )
     finished("population fit done", clock)
     typer.echo(
@@ -748,6 +757,7 @@ def popfit(
     )
     if math.isfinite(result.ofv_quadrature):
         typer.echo(f"OFV (-2LL, adaptive Gauss-Hermite quadrature) {result.ofv_quadrature:.3f}")
+    typer.echo(polish_line(result.settings["polish"]))
     for note in result.notes:
         typer.echo(f"note: {note}")
     if output is not None:

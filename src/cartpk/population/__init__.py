@@ -3,19 +3,21 @@
 * :mod:`.design` — the request checked against model and data; the covariate design matrix.
 * :mod:`.saem` — the SAEM iterations (:class:`Saem`) and :func:`fit_population`.
 * :mod:`.state` — the finished run, frozen (:class:`SaemState`), for the post-fit steps.
-* :mod:`.after` — post-fit steps on that state: conditional modes, importance-sampling OFV,
-  Fisher SEs.
+* :mod:`.after` — the post-fit steps, called in turn on that state:
+  :mod:`.polish` (estimates to the maximum of the quadrature −2LL), :mod:`.modes`
+  (conditional modes), :mod:`.marginal` (−2LL by importance sampling and by quadrature),
+  :mod:`.fisher` (standard errors).
 * :mod:`.result` — :class:`PopulationFit`: tables, individuals, summary text and JSON.
 * :mod:`.diagnostics` — predictions, NPDE, VPC and goodness-of-fit figures of a fit.
 * :mod:`.resampling` — case-resampling bootstrap and simulation–estimation, here or on dask.
 """
 
-from .after import COLLAPSED, OMEGA_FLOOR
+from .after import OMEGA_FLOOR
 from .design import CovariateColumn, Design, build_design
 from .resampling import BootstrapResult, SimestResult, bootstrap, simest
 from .result import PopulationFit
 from .saem import PSEUDO_END, Saem, fit_population, floored
-from .state import SaemState
+from .state import COLLAPSED, SaemState
 
 __all__ = [
     "BootstrapResult",

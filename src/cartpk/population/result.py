@@ -458,11 +458,24 @@ def summary_text(fit: PopulationFit) -> str:
             if np.isfinite(fit.ofv_quadrature)
             else "not computed (more than four random effects)"
         ),
+        polish_line(fit.settings.get("polish")),
     ]
     if fit.covariance is None:
         lines.append("standard errors: NOT AVAILABLE (see problems)")
     problems = [f"  - {note}" for note in fit.notes] or ["  none reported"]
     return "\n".join([*lines, "", "Problems:", *problems])
+
+
+def polish_line(record: dict | None) -> str:
+    """How the estimates were finished (fits saved before polishing existed: SAEM)."""
+    if record is None:
+        return "estimates: SAEM (saved before polishing)"
+    if record["reason"]:
+        return f"estimates: SAEM, not polished ({record['reason']})"
+    return (
+        f"estimates polished to the quadrature maximum: -2LL lowered by {record['gain']:.3f} "
+        f"in {record['steps']} quasi-Newton steps"
+    )
 
 
 def table_text(table: pd.DataFrame) -> str:

@@ -37,7 +37,9 @@ so that the same M-step moves them: its SD falls geometrically from the start om
 ``PSEUDO_END`` over the exploration phase, slowly enough for them to travel with the
 random-effect parameters they trade off against (tmax against rho). In the smoothing phase
 they have none and are estimated by maximising the data likelihood at the current random
-effects (Nelder–Mead, stochastically averaged), as Monolix does. All random numbers come
+effects (Nelder–Mead, stochastically averaged), as Monolix does; this leaves them short of
+the maximum likelihood, which the post-fit polishing (:mod:`.polish`) reaches. All random
+numbers come
 from one seeded generator and are drawn before each kernel call, so the estimates do not
 depend on the number of threads.
 """
@@ -51,7 +53,7 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from tqdm.auto import tqdm
 
-from ..data import Dataset, as_dataset, shown
+from ..data import as_dataset, shown
 from ..errors import FitError
 from ..individual.fit import check_count, check_seed
 from ..likelihood import (
@@ -67,7 +69,7 @@ from ..solve import check_tolerances, method_code
 from .after import OMEGA_FLOOR, finish
 from .design import Design, build_design
 from .result import PopulationFit
-from .state import SaemState
+from .state import SaemState, error_arrays
 
 ANNEAL = 0.95
 TARGET_ACCEPTANCE = 0.4
@@ -93,6 +95,7 @@ def fit_population(
     analytes: Any = None,
     dvid: Any = None,
     max_steps: int = 100_000,
+    polish: bool = True,
 ) -> PopulationFit:
     """Fit a nonlinear mixed-effects model to a trial by SAEM.
 
@@ -119,6 +122,9 @@ def fit_population(
         dvid: ANALYTE / DVID value -> model output name, e.g. ``{1: "CART", 2: "VEGF"}``
             (see :func:`cartpk.read_dataset`).
         max_steps: the solver's step budget per subject and solve (an integer >= 1).
+        polish: after the iterations, move the estimates to the maximum of the −2LL by
+            quadrature (quasi-Newton steps, :mod:`cartpk.population.polish`; models with
+            at most four random effects). False keeps the SAEM estimates as they are.
 
     Between-subject SDs are kept above ``OMEGA_FLOOR`` (1e-3 on the estimation scale); one
     that ends below ``COLLAPSED`` (0.01) is reported as collapsed in ``notes`` and in
@@ -141,12 +147,14 @@ def fit_population(
             "(exploration, smoothing), two integers >= 1)"
         )
     n_iter = (int(n_iter[0]), int(n_iter[1]))
+    if not isinstance(polish, bool | np.bool_):
+        raise FitError(f"polish {shown(polish)}: expected True or False")
     ds = as_dataset(data, dvid)
     design = build_design(model, ds, random, covariates, error, omega, params, analytes)
     solver = np.array([method_code(model, method), rtol, atol, max_steps], dtype=np.float64)
     run = Saem(design, solver, np.random.default_rng(seed), params or {})
     run.iterate(n_iter, progress)
-    return run.result(ds, n_is, seed)
+    return run.result(n_is, seed, polish)
 
 
 class Saem:
@@ -196,19 +204,9 @@ class Saem:
 
     # --- the kernels ---------------------------------------------------------------------
 
-    def error_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-row error parameters (ea, eb) for the kernels."""
-        ea = np.zeros(self.kind.size)
-        eb = np.zeros(self.kind.size)
-        for analyte, values in self.error.items():
-            rows = self.d.obs.analyte == analyte
-            ea[rows] = values.get("sigma", values.get("a", 0.0))
-            eb[rows] = values.get("b", 0.0)
-        return ea, eb
-
     def observation_args(self) -> tuple:
         obs = self.d.obs
-        ea, eb = self.error_arrays()
+        ea, eb = error_arrays(self.d, self.error)
         return (
             obs.off, obs.time, obs.out, obs.dv, obs.cens, obs.lloq, obs.limit, self.kind, ea, eb,
             obs.d_time, obs.d_amt, obs.d_reset, obs.d_off, self.solver,
@@ -242,7 +240,7 @@ class Saem:
     def rescore(self) -> None:
         """−2LL per subject under new error parameters, from the kept predictions."""
         obs = self.d.obs
-        ea, eb = self.error_arrays()
+        ea, eb = error_arrays(self.d, self.error)
         self.d.model.kernels.m2ll_predicted(
             obs.off,
             obs.out,
@@ -451,9 +449,9 @@ class Saem:
             natural_rows=self.natural_rows,
         )
 
-    def result(self, ds: Dataset, n_is: int, seed: int) -> PopulationFit:
+    def result(self, n_is: int, seed: int, polish: bool = True) -> PopulationFit:
         """The PopulationFit of the finished run (the post-fit steps on :meth:`state`)."""
-        return finish(self.state(), ds, n_is, seed)
+        return finish(self.state(), n_is, seed, polish)
 
 
 def floored(omega: np.ndarray, random: np.ndarray) -> np.ndarray:
