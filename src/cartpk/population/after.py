@@ -21,7 +21,7 @@ from ..errors import FitWarning
 from .fisher import fisher_covariance
 from .marginal import importance_sampling, quadrature, random_columns
 from .modes import conditional_modes
-from .polish import Polished, polish
+from .polish import not_polished, polish
 from .result import PopulationFit
 from .state import COLLAPSED, SaemState
 
@@ -33,10 +33,10 @@ def finish(run: SaemState, n_is: int, seed: int, polishing: bool = True) -> Popu
     """Everything a PopulationFit holds, from the finished SAEM run (frozen): the steps below
     are called in turn on that state (``polishing``: step 1, or the SAEM estimates as they
     are)."""
-    polished = polish(run) if polishing else Polished(run, 0, float("nan"), "not asked for")
+    polished = polish(run) if polishing else not_polished(run, "not asked for")
     run = polished.run
     d = run.design
-    notes: list[str] = list(d.notes)
+    notes: list[str] = list(d.notes) + polished.notes()
     notes += collapsed_notes(run) + bound_notes(run)
     design = d.mean(run.mu, run.theta)
     phi_mean = run.s_phi.copy()

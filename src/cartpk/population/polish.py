@@ -4,7 +4,7 @@ SAEM ends within Monte Carlo noise of the maximum likelihood, but not at it: the
 without a random effect are set in the smoothing phase by a stochastic search that leaves
 them short (tmax 0.7 SE from the maximum over seeds, on a 60-subject design; fits 1–4 −2LL
 units below the maximum). For models with at most :data:`QUADRATURE_MAX` random effects,
-Fisher-scoring steps on the −2LL by adaptive Gauss–Hermite quadrature finish the job:
+quasi-Newton steps on the −2LL by adaptive Gauss–Hermite quadrature finish the job:
 
     θ ← θ − t C g / 2,
 
@@ -18,7 +18,8 @@ Fisher-scoring steps on the −2LL by adaptive Gauss–Hermite quadrature finish
 * t: 1, halved until the −2LL by quadrature at recomputed modes falls.
 
 It stops when the predicted decrease g'Cg/4 is below :data:`TOLERANCE` −2LL units, or after
-:data:`MAX_STEPS` steps. Deterministic (no random draws), and as parallel as the kernels.
+:data:`MAX_STEPS` steps (then with a note, as when no step along the direction lowers the
+−2LL). Deterministic (no random draws), and as parallel as the kernels.
 Saemix and Monolix stop at the SAEM estimates; nlme and NONMEM's FOCE maximise an
 approximate likelihood. This is the maximum of the quadrature likelihood the fit reports.
 """
@@ -42,6 +43,8 @@ from .modes import conditional_modes
 from .state import SaemState
 
 TOLERANCE = 1e-4
+#: A predicted decrease left above this (−2LL units) when polishing stops is a note.
+NOTE_ABOVE = 0.01
 MAX_STEPS = 10
 MAX_HALVINGS = 8
 STEP_SE = 1e-2
@@ -53,32 +56,49 @@ class Polished:
 
     Attributes:
         run: the run at the polished estimates (the input run when not polished).
-        steps: Fisher-scoring steps taken.
+        steps: quasi-Newton steps taken.
         gain: −2LL by quadrature at the SAEM estimates minus at the polished ones (>= 0;
             NaN when not polished).
+        remaining: the −2LL decrease the last quasi-Newton model still predicted (below
+            ``TOLERANCE`` when converged; NaN when not polished).
         reason: why the estimates were not polished ("" when they were).
     """
 
     run: SaemState
     steps: int
     gain: float
+    remaining: float
     reason: str
 
     def record(self) -> dict:
-        return {"steps": self.steps, "gain": self.gain, "reason": self.reason}
+        return {
+            "steps": self.steps,
+            "gain": self.gain,
+            "remaining": self.remaining,
+            "reason": self.reason,
+        }
+
+    def notes(self) -> list[str]:
+        """A note when polishing stopped with more than ``NOTE_ABOVE`` still to gain."""
+        if not self.remaining > NOTE_ABOVE:
+            return []
+        return [
+            f"polishing stopped after {self.steps} quasi-Newton steps with a further −2LL "
+            f"decrease of {self.remaining:.3g} still predicted: the estimates may be short "
+            "of the maximum likelihood"
+        ]
 
 
 def polish(run: SaemState) -> Polished:
     """The run moved to the maximum of the −2LL by quadrature (see the module notes)."""
-    random = random_columns(run)
-    if random.size > QUADRATURE_MAX:
-        return Polished(run, 0, float("nan"), f"more than {QUADRATURE_MAX} random effects")
+    if random_columns(run).size > QUADRATURE_MAX:
+        return not_polished(run, f"more than {QUADRATURE_MAX} random effects")
     state = Point.at(run)
     if not np.isfinite(state.m2ll):
-        return Polished(run, 0, float("nan"), "the −2LL by quadrature is not finite")
+        return not_polished(run, "the −2LL by quadrature is not finite")
     _, covariance = fisher_covariance(run, state.modes, [])
     if covariance is None:
-        return Polished(run, 0, float("nan"), "no Fisher information")
+        return not_polished(run, "no Fisher information")
     space = Space(run)
     free = space.free(run)
     information = np.linalg.inv(covariance)[np.ix_(free, free)]
@@ -87,9 +107,10 @@ def polish(run: SaemState) -> Polished:
     start, steps = state.m2ll, 0
     v = space.vector(state.run)
     g = space.gradient(state, v, free, h)
-    for _ in range(MAX_STEPS):
+    for _ in range(MAX_STEPS + 1):
         direction = -0.5 * C @ g
-        if not np.all(np.isfinite(direction)) or -0.5 * g @ direction < TOLERANCE:
+        remaining = -0.5 * g @ direction if np.all(np.isfinite(direction)) else np.inf
+        if remaining < TOLERANCE or steps == MAX_STEPS:
             break
         t, better = 1.0, None
         for _ in range(MAX_HALVINGS):
@@ -110,7 +131,11 @@ def polish(run: SaemState) -> Polished:
         new = space.gradient(state, v, free, h)
         C = bfgs(C, moved, 0.5 * (new - g))
         g = new
-    return Polished(state.run, steps, start - state.m2ll, "")
+    return Polished(state.run, steps, start - state.m2ll, float(remaining), "")
+
+
+def not_polished(run: SaemState, reason: str) -> Polished:
+    return Polished(run, 0, float("nan"), float("nan"), reason)
 
 
 def bfgs(C: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:
