@@ -8,11 +8,13 @@ x the parameters with a random effect, m_i their population means (covariates in
 the other parameters at their population values. The prior term is the full Omega (a block
 Omega's correlations included).
 
-Damped Newton steps, batched over subjects: the data term's gradient and Hessian by central
-differences (the numba ``m2ll_rows`` kernel evaluates every subject's points in one call, on
-threads), the prior's in closed form. A Hessian that is not positive definite has its
-eigenvalues reflected and floored (a descent direction), and each step is backtracked until
-g_i falls (Armijo). The conditional covariance at the mode is 2 H^-1, H the Hessian of g_i.
+Damped Newton steps, batched over subjects: the data term's gradient and Hessian by finite
+differences (:meth:`Posterior.derivatives`; the numba ``m2ll_rows`` kernel evaluates every
+subject's points in one call, on threads), the prior's in closed form. A Hessian that is
+not positive definite has its eigenvalues reflected and floored (a descent direction), and
+each step is backtracked until g_i falls (Armijo). The conditional covariance at the mode
+is 2 H^-1, H the Hessian of g_i (by second-order differences for up to QUADRATURE_MAX
+random effects, whose quadrature grid it scales).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dataclasses
 
 import numpy as np
 
+from .marginal import QUADRATURE_MAX
 from .state import SaemState
 
 #: Solver tolerances of the mode search (an integrating method: difference quotients need a
@@ -89,7 +92,9 @@ def conditional_modes(
     covariances = np.full((n, k, k), np.nan)
     idx = np.flatnonzero(active)
     if idx.size:
-        _, hess = g.derivatives(idx, x[idx])
+        # second order where the quadrature grid is scaled by it, first order (the proposal
+        # of importance sampling) beyond
+        _, hess = g.derivatives(idx, x[idx], exact=k <= QUADRATURE_MAX)
         definite = np.all(np.isfinite(hess), axis=(1, 2))
         definite[definite] = np.all(np.linalg.eigvalsh(hess[definite]) > 0, axis=1)
         covariances[idx[definite]] = 2 * np.linalg.inv(hess[definite])
@@ -127,24 +132,32 @@ class Posterior:
         eta = x - self.centre[idx, None, :]
         return self.data(idx, x) + np.einsum("ima,ab,imb->im", eta, self.inv, eta)
 
-    def derivatives(self, idx: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Gradient (n, k) and Hessian (n, k, k) of g at x (n, k)."""
+    def derivatives(
+        self, idx: np.ndarray, x: np.ndarray, exact: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Gradient (n, k) and Hessian (n, k, k) of g at x (n, k): central differences for
+        the gradient and the Hessian's diagonal; its off-diagonal elements from one corner
+        point each (first order, 1 + 2k + k(k-1)/2 points: the Newton steps), or with
+        ``exact`` from four (second order, 1 + 2k + 2k(k-1): the covariance at the mode)."""
         k = x.shape[1]
         e = np.diag(self.h)
         pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+        corners = [(1, 1), (1, -1), (-1, 1), (-1, -1)] if exact else [(1, 1)]
         offsets = [np.zeros(k), *e, *(-e)]
-        for a, b in pairs:
-            offsets += [e[a] + e[b], e[a] - e[b], -e[a] + e[b], -e[a] - e[b]]
+        offsets += [sa * e[a] + sb * e[b] for a, b in pairs for sa, sb in corners]
         f = self.data(idx, x[:, None, :] + np.array(offsets)[None])
         centre, plus, minus = f[:, 0], f[:, 1 : k + 1], f[:, k + 1 : 2 * k + 1]
         grad = (plus - minus) / (2 * self.h)
         hess = np.empty((x.shape[0], k, k))
         hess[:, range(k), range(k)] = (plus - 2 * centre[:, None] + minus) / self.h**2
+        width = len(corners)
         for p, (a, b) in enumerate(pairs):
-            q = f[:, 2 * k + 1 + 4 * p : 2 * k + 5 + 4 * p]
-            hess[:, a, b] = hess[:, b, a] = (q[:, 0] - q[:, 1] - q[:, 2] + q[:, 3]) / (
-                4 * self.h[a] * self.h[b]
-            )
+            q = f[:, 2 * k + 1 + width * p : 2 * k + 1 + width * (p + 1)]
+            if exact:
+                value = (q[:, 0] - q[:, 1] - q[:, 2] + q[:, 3]) / 4
+            else:
+                value = q[:, 0] - plus[:, a] - plus[:, b] + centre
+            hess[:, a, b] = hess[:, b, a] = value / (self.h[a] * self.h[b])
         eta = x - self.centre[idx]
         return grad + 2 * eta @ self.inv, hess + 2 * self.inv
 
