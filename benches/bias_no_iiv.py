@@ -55,7 +55,7 @@ def fit_vector(fit) -> np.ndarray:
 
 
 def fit_ses(fit) -> np.ndarray:
-    """SEs in the order of ``LABELS`` (omegas and sigma as SEs of the SD, not of its log)."""
+    """SEs in the order of ``LABELS`` (omegas as SEs of the SD, sigma as the SE of its log)."""
     table = pd.Series(np.sqrt(np.diag(fit.covariance)), index=fit.theta_names)
     return np.array([table.get(n, np.nan) for n in LABELS])
 
@@ -96,9 +96,10 @@ def main() -> None:
     gap = at_fits - ml_fun
     mean = estimates.mean(axis=0)
     mcse = estimates.std(axis=0, ddof=1) / np.sqrt(len(fits))
-    # SEs of omega and sigma are of the SD; on the log scale SE(log sd) = SE(sd) / sd
+    # SEs of the omegas are of the SD (on the log scale SE(log sd) = SE(sd) / sd); sigma's
+    # is already on the log scale
     scale_se = ses.copy()
-    scale_se[7:] = ses[7:] / np.exp(ml_x[7:])
+    scale_se[7:10] = ses[7:10] / np.exp(ml_x[7:10])
     table = pd.DataFrame(
         {
             "parameter": LABELS,

@@ -157,7 +157,7 @@ def log_prior(run: SaemState, design: np.ndarray, x: np.ndarray, random: np.ndar
     omega = run.omega[np.ix_(random, random)]
     _, logdet = np.linalg.slogdet(2 * np.pi * omega)
     eta = x - design[:, None, random]
-    return -0.5 * (np.einsum("ima,ab,imb->im", eta, np.linalg.inv(omega), eta) + logdet)
+    return -0.5 * (((eta @ np.linalg.inv(omega)) * eta).sum(axis=2) + logdet)
 
 
 def local_factors(cov: np.ndarray, chain_sd: np.ndarray) -> np.ndarray:

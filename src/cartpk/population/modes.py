@@ -130,7 +130,7 @@ class Posterior:
 
     def __call__(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
         eta = x - self.centre[idx, None, :]
-        return self.data(idx, x) + np.einsum("ima,ab,imb->im", eta, self.inv, eta)
+        return self.data(idx, x) + ((eta @ self.inv) * eta).sum(axis=2)
 
     def derivatives(
         self, idx: np.ndarray, x: np.ndarray, exact: bool = False

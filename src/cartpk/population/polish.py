@@ -9,13 +9,15 @@ quasi-Newton steps on the −2LL by adaptive Gauss–Hermite quadrature finish t
     θ ← θ − t C g / 2,
 
 * θ: the estimates as the standard errors report them (typical values and covariate effects
-  on the estimation scale, between-subject SDs, block-Omega covariances, residual error
+  on the estimation scale, between-subject SDs, block-Omega covariances, log residual error
   parameters; a typical value at a bound and a collapsed SD stay where they are);
 * C: their covariance, the inverse Fisher information of the linearised model at the SAEM
   estimates (:mod:`.fisher`), then updated by BFGS from the gradients met (quasi-Newton);
-* g: the gradient of the −2LL by central differences (steps of :data:`STEP_SE` of each
-  SE), on the quadrature grid of the current conditional modes held fixed;
-* t: 1, halved until the −2LL by quadrature at recomputed modes falls.
+* g: the gradient of the −2LL by differences (steps of :data:`STEP_SE` of each SE; central
+  where only the prior moves, forward where the data term must be solved again), on the
+  quadrature grid of the current conditional modes held fixed;
+* t: 1, shortened (safeguarded quadratic backtracking) until the −2LL by quadrature at
+  recomputed modes falls.
 
 It stops when the predicted decrease g'Cg/4 is below :data:`TOLERANCE` −2LL units, or after
 :data:`MAX_STEPS` steps (then with a note, as when no step along the direction lowers the
@@ -36,7 +38,6 @@ from .marginal import (
     Grid,
     data_log,
     log_prior,
-    quadrature_m2ll,
     random_columns,
 )
 from .modes import conditional_modes
@@ -46,8 +47,8 @@ TOLERANCE = 1e-4
 #: A predicted decrease left above this (−2LL units) when polishing stops is a note.
 NOTE_ABOVE = 0.01
 MAX_STEPS = 10
-MAX_HALVINGS = 8
-STEP_SE = 1e-2
+MAX_BACKTRACKS = 8
+STEP_SE = 3e-3
 
 
 @dataclass(frozen=True)
@@ -112,17 +113,16 @@ def polish(run: SaemState) -> Polished:
         remaining = -0.5 * g @ direction if np.all(np.isfinite(direction)) else np.inf
         if remaining < TOLERANCE or steps == MAX_STEPS:
             break
-        t, better = 1.0, None
-        for _ in range(MAX_HALVINGS):
+        t, better, slope = 1.0, None, g @ direction
+        for _ in range(MAX_BACKTRACKS):
             trial = v.copy()
             trial[free] += t * direction
             candidate = space.state(run, trial)
-            if candidate is not None:
-                point = Point.at(candidate)
-                if point.m2ll < state.m2ll:
-                    better = point
-                    break
-            t /= 2
+            point = None if candidate is None else Point.at(candidate)
+            if point is not None and point.m2ll < state.m2ll:
+                better = point
+                break
+            t = shorter(t, state.m2ll, slope, np.inf if point is None else point.m2ll)
         if better is None:
             break
         state, steps = better, steps + 1
@@ -136,6 +136,15 @@ def polish(run: SaemState) -> Polished:
 
 def not_polished(run: SaemState, reason: str) -> Polished:
     return Polished(run, 0, float("nan"), float("nan"), reason)
+
+
+def shorter(t: float, f0: float, slope: float, f1: float) -> float:
+    """The next step length after ``t`` failed (−2LL ``f1`` there, ``f0`` and derivative
+    ``slope`` at 0): the minimum of the quadratic through them, kept within [0.1 t, 0.5 t]
+    (safeguarded backtracking, Nocedal & Wright, Numerical Optimization, 2nd ed., 3.5)."""
+    curvature = f1 - f0 - slope * t
+    best = -slope * t * t / (2 * curvature) if np.isfinite(f1) and curvature > 0 else 0.5 * t
+    return float(np.clip(best, 0.1 * t, 0.5 * t))
 
 
 def bfgs(C: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -152,11 +161,13 @@ def bfgs(C: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Point:
-    """A run with its conditional modes, quadrature grid and −2LL there."""
+    """A run with its conditional modes, quadrature grid, the data term at the nodes
+    (log p(y_i | phi), (n, m)) and the −2LL there."""
 
     run: SaemState
     modes: np.ndarray
     grid: Grid
+    data: np.ndarray
     m2ll: float
 
     @classmethod
@@ -167,11 +178,16 @@ class Point:
         modes, covariances = conditional_modes(run, design, random, [])
         sd = np.sqrt(np.maximum(run.s_phi_sq - run.s_phi**2, 0.0))
         grid = Grid.at(run, modes, covariances, sd)
-        return cls(run, modes, grid, quadrature_m2ll(run, design, grid))
+        data = data_log(run, design, grid.x, random)
+        m2ll = grid.m2ll(data + log_prior(run, design, grid.x, random))
+        return cls(run, modes, grid, data, m2ll)
 
 
 class Space:
-    """The polished estimates as a vector, in the order of the Fisher information."""
+    """The polished estimates as a vector, in the order and on the scales of the Fisher
+    information: typical values and covariate effects on the estimation scale, Omega's
+    diagonal as SDs and its other elements as covariances, error parameters on the log
+    scale."""
 
     def __init__(self, run: SaemState) -> None:
         self.active, self.kept, self.blocks, self.errors = estimated_parameters(run)
@@ -183,7 +199,7 @@ class Space:
 
     def vector(self, run: SaemState) -> np.ndarray:
         omega = [np.sqrt(run.omega[a, a]) if a == b else run.omega[a, b] for a, b in self.blocks]
-        error = [run.error[a][n] for a, n in self.errors]
+        error = [np.log(run.error[a][n]) for a, n in self.errors]
         return np.concatenate([run.mu[self.active], run.theta, omega, error])
 
     def free(self, run: SaemState) -> np.ndarray:
@@ -194,8 +210,8 @@ class Space:
         return np.flatnonzero(np.concatenate([~held, np.ones(size - held.size, dtype=bool)]))
 
     def state(self, run: SaemState, v: np.ndarray) -> SaemState | None:
-        """The run at vector ``v``; None where it is not a valid parameter set (an SD or an
-        error parameter not positive, Omega not positive definite, a bound crossed)."""
+        """The run at vector ``v``; None where it is not a valid parameter set (an SD not
+        positive, Omega not positive definite, a bound crossed)."""
         a = len(self.active)
         b = a + self.n_theta
         c = b + len(self.blocks)
@@ -217,33 +233,40 @@ class Space:
             return None
         error = {name: dict(values) for name, values in run.error.items()}
         for (name, parameter), value in zip(self.errors, v[c:], strict=True):
-            if value <= 0:
-                return None
-            error[name][parameter] = float(value)
+            error[name][parameter] = float(np.exp(value))
         return run.with_estimates(mu, v[a:b].copy(), omega, error)
 
     def gradient(self, point: Point, v: np.ndarray, free: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """Central differences of the −2LL on the point's grid held fixed; the data term is
-        solved again only where the others (parameters without a random effect) or the error
-        parameters change."""
+        """Differences of the −2LL on the point's grid held fixed. Central where only the
+        prior changes (no solving), forward from the point where the data term changes (a
+        parameter without a random effect, an error parameter): one solve of every node per
+        such parameter."""
         grid, random = point.grid, self.random
-        cache: dict[bytes, np.ndarray] = {}
 
-        def m2ll(state: SaemState) -> float:
+        def data_key(state: SaemState, design: np.ndarray) -> bytes:
+            args = state.observation_args
+            return design[:, self.others].tobytes() + args[8].tobytes() + args[9].tobytes()
+
+        home = data_key(point.run, point.run.design.mean(point.run.mu, point.run.theta))
+
+        def m2ll(trial: np.ndarray) -> tuple[float, bool]:
+            state = self.state(point.run, trial)
+            if state is None:
+                return np.inf, False
             design = state.design.mean(state.mu, state.theta)
-            key = design[:, self.others].tobytes() + state.observation_args[8].tobytes()
-            key += state.observation_args[9].tobytes()
-            if key not in cache:
-                cache[key] = data_log(state, design, grid.x, random)
-            return grid.m2ll(cache[key] + log_prior(state, design, grid.x, random))
+            moved = data_key(state, design) != home
+            data = data_log(state, design, grid.x, random) if moved else point.data
+            return grid.m2ll(data + log_prior(state, design, grid.x, random)), moved
 
         g = np.zeros(free.size)
         for k, (position, step) in enumerate(zip(free, h, strict=True)):
-            values = []
-            for sign in (1.0, -1.0):
-                trial = v.copy()
-                trial[position] += sign * step
-                state = self.state(point.run, trial)
-                values.append(np.inf if state is None else m2ll(state))
-            g[k] = (values[0] - values[1]) / (2 * step)
+            up = v.copy()
+            up[position] += step
+            above, moved = m2ll(up)
+            if moved:
+                g[k] = (above - point.m2ll) / step
+                continue
+            down = v.copy()
+            down[position] -= step
+            g[k] = (above - m2ll(down)[0]) / (2 * step)
         return g
