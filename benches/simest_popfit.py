@@ -266,13 +266,14 @@ def from_vector(x: np.ndarray) -> tuple[dict, float, np.ndarray, float]:
     return typical, float(x[n]), np.exp(x[n + 1 : n + 1 + len(RANDOM)]), float(np.exp(x[-1]))
 
 
-def maximum_m2ll(frame, start: np.ndarray) -> tuple[float, np.ndarray, int]:
+def maximum_m2ll(frame, start: np.ndarray, gtol: float = 1e-5) -> tuple[float, np.ndarray, int]:
     """The maximum of the quadrature likelihood without cartpk: :func:`population_m2ll`
-    minimised by scipy L-BFGS-B (finite-difference gradient) from the vector ``start``;
-    (−2LL, estimates, evaluations)."""
+    minimised by scipy L-BFGS-B (finite-difference gradient) from the vector ``start``
+    until the largest gradient component is below ``gtol``; (−2LL, estimates,
+    evaluations)."""
     found = minimize(
         lambda x: population_m2ll(frame, *from_vector(x)), start, method="L-BFGS-B",
-        options={"ftol": 1e-12, "gtol": 1e-5, "eps": 1e-6, "maxfun": 3000},
+        options={"ftol": 1e-12, "gtol": gtol, "eps": 1e-6, "maxfun": 3000},
     )  # fmt: skip
     return float(found.fun), found.x, int(found.nfev)
 
@@ -305,7 +306,9 @@ def likelihood_check(args: argparse.Namespace, estimates: pd.DataFrame) -> pd.Da
             typical, e[("covariate", "C0~DOSE")], [e[("omega", n)] for n in RANDOM],
             e[("sigma", "CART_sigma")],
         )  # fmt: skip
-        at_max, _, _ = maximum_m2ll(data, start)
+        # a gradient below 0.01 −2LL units per estimation-scale unit: well within the
+        # 0.5 units asked about
+        at_max, _, _ = maximum_m2ll(data, start, gtol=1e-2)
         rows.append(
             {
                 "dataset": k,
