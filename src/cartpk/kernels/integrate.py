@@ -468,7 +468,8 @@ def _closed_once(model, dims, p, times, out, d_time, d_amt):
         call(model[SOLUTION], branch, b - a, p, y, ys)
         if not all_finite(ys):
             return STATUS_NOT_FINITE, b
-        y[:] = ys
+        for k in range(n):
+            y[k] = ys[k]
         apply_doses(model, p, d_time, d_amt, np.nextafter(b, -np.inf), b, y)
         j = _emit_at(model, p, y, b, times, out, j)
         a = b
