@@ -363,7 +363,9 @@ def span_doses(d_time, d_amt, d_reset, origin, end, first):
     return d_time[keep] - origin, d_amt[keep], opening
 
 
-@numba.njit(cache=True, error_model="numpy")
+# Inlined into its callers (numba IR): compiled on its own, this thin layer would make numba
+# re-optimise the whole solver graph linked under it once more (seconds of a cold start).
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def solve_subject(model, dims, p, times, out, d_time, d_amt, d_reset, method, rtol, atol,
                   max_steps):  # fmt: skip
     """One subject's outputs at ``times`` (sorted, days) into ``out``; (status, fail time).

@@ -124,7 +124,9 @@ def _point_m2ll(kind, dv, f, cens, lloq, lower, ea, eb):
     return z * z + 2.0 * math.log(sd) + _LOG_2PI
 
 
-@numba.njit(cache=True, error_model="numpy")
+# Inlined into its callers (numba IR): compiled on its own, this thin layer would make numba
+# re-optimise the whole solver graph linked under it once more (seconds of a cold start).
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _subject_m2ll(
     model,
     dims,
