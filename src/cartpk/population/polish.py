@@ -94,10 +94,10 @@ def polish(run: SaemState) -> Polished:
     """The run moved to the maximum of the −2LL by quadrature (see the module notes)."""
     if random_columns(run).size > QUADRATURE_MAX:
         return not_polished(run, f"more than {QUADRATURE_MAX} random effects")
-    state = Point.at(run)
-    if not np.isfinite(state.m2ll):
+    here = Point.at(run)
+    if not np.isfinite(here.m2ll):
         return not_polished(run, "the −2LL by quadrature is not finite")
-    _, covariance = fisher_covariance(run, state.modes, [])
+    _, covariance = fisher_covariance(run, here.modes, [])
     if covariance is None:
         return not_polished(run, "no Fisher information")
     space = Space(run)
@@ -105,9 +105,9 @@ def polish(run: SaemState) -> Polished:
     information = np.linalg.inv(covariance)[np.ix_(free, free)]
     C = np.linalg.inv(information)
     h = STEP_SE * np.sqrt(np.diag(C))
-    start, steps = state.m2ll, 0
-    v = space.vector(state.run)
-    g = space.gradient(state, v, free, h)
+    start, steps = here.m2ll, 0
+    v = space.vector(here.run)
+    g = space.gradient(here, v, free, h)
     for _ in range(MAX_STEPS + 1):
         direction = -0.5 * C @ g
         remaining = -0.5 * g @ direction if np.all(np.isfinite(direction)) else np.inf
@@ -119,19 +119,19 @@ def polish(run: SaemState) -> Polished:
             trial[free] += t * direction
             candidate = space.state(run, trial)
             point = None if candidate is None else Point.at(candidate)
-            if point is not None and point.m2ll < state.m2ll:
+            if point is not None and point.m2ll < here.m2ll:
                 better = point
                 break
-            t = shorter(t, state.m2ll, slope, np.inf if point is None else point.m2ll)
+            t = shorter(t, here.m2ll, slope, np.inf if point is None else point.m2ll)
         if better is None:
             break
-        state, steps = better, steps + 1
+        here, steps = better, steps + 1
         moved = trial[free] - v[free]
         v = trial
-        new = space.gradient(state, v, free, h)
+        new = space.gradient(here, v, free, h)
         C = bfgs(C, moved, 0.5 * (new - g))
         g = new
-    return Polished(state.run, steps, start - state.m2ll, float(remaining), "")
+    return Polished(here.run, steps, start - here.m2ll, float(remaining), "")
 
 
 def not_polished(run: SaemState, reason: str) -> Polished:
