@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,48 @@ def test_one_kernel_compile_serves_every_model(stein: Model, vegf: Model, target
         solve_batch(model, None, times=[0.0, 5.0, 30.0])
     # the three models (2, 4 and 4 states) share one compiled solve_batch
     assert len(integrate.solve_batch.signatures) == 1
+
+
+KERNELS_DIR = Path(integrate.__file__).resolve().parent
+
+
+def array_slice_copies(source: str) -> list[int]:
+    """Lines assigning to a slice (``a[:] = ...``, ``a[i, :] = ...``) from anything but a
+    number or a numpy constant: in numba an array-to-array slice assignment compiles a
+    shape check with its error-message formatting, seconds of compile in every kernel
+    that reaches it."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Assign):
+            continue
+        sliced = [
+            t for t in node.targets
+            if isinstance(t, ast.Subscript)
+            and any(isinstance(e, ast.Slice) for e in ast.walk(t.slice))
+        ]  # fmt: skip
+        value = node.value.operand if isinstance(node.value, ast.UnaryOp) else node.value
+        constant = isinstance(value, ast.Constant) or (
+            isinstance(value, ast.Attribute)
+            and isinstance(value.value, ast.Name)
+            and value.value.id == "np"
+        )
+        if sliced and not constant:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_kernels_copy_arrays_by_loops_not_slices() -> None:
+    found = {
+        path.name: lines
+        for path in sorted(KERNELS_DIR.glob("*.py"))
+        if (lines := array_slice_copies(path.read_text(encoding="utf-8")))
+    }
+    assert not found, found
+
+
+def test_slice_copy_check_finds_a_planted_copy() -> None:
+    planted = "def f(y, ys):\n    y[:] = np.nan\n    y[1:] = -1.0\n    y[:] = ys\n"
+    assert array_slice_copies(planted) == [4]
 
 
 def test_model_code_holds_only_the_model_functions(vegf: Model) -> None:
