@@ -40,13 +40,18 @@ def finish(run: SaemState, n_is: int, seed: int, polishing: bool = True) -> Popu
     notes += collapsed_notes(run) + bound_notes(run)
     design = d.mean(run.mu, run.theta)
     phi_mean = run.s_phi.copy()
-    phi_sd = np.sqrt(np.maximum(run.s_phi_sq - run.s_phi**2, 0.0))
-    phi_mode, phi_cov = conditional_modes(run, design, random_columns(run), notes)
+    phi_sd = run.chain_sd
+    if polished.point is None:
+        phi_mode, phi_cov = conditional_modes(run, design, notes)
+        ofv_quadrature = quadrature(run, design, phi_mode, phi_cov, phi_sd)
+    else:  # polishing ended with them at these estimates
+        point = polished.point
+        phi_mode, phi_cov, ofv_quadrature = point.modes, point.covariances, point.m2ll
+        notes += point.notes
     ofv, ofv_se = importance_sampling(run, design, phi_mode, phi_cov, phi_mean, phi_sd, n_is, seed)
-    ofv_quadrature = quadrature(run, design, phi_mode, phi_cov, phi_sd)
     names, covariance = fisher_covariance(run, phi_mode, notes)
     notes += drift(run, names, covariance)
-    random = [j for j, name in enumerate(d.model.param_names) if name in d.random]
+    random = list(random_columns(run))
     obs = d.obs
     observations = pd.DataFrame(
         {

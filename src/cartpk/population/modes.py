@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from .marginal import QUADRATURE_MAX
+from .marginal import QUADRATURE_MAX, random_columns
 from .state import SaemState
 
 #: Solver tolerances of the mode search (an integrating method: difference quotients need a
@@ -38,11 +38,12 @@ DECREMENT = 1e-10
 
 
 def conditional_modes(
-    run: SaemState, design: np.ndarray, random: np.ndarray, notes: list[str]
+    run: SaemState, design: np.ndarray, notes: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Modes (n, n_par; estimation scale, the columns ``random`` moved, the others at
+    """Modes (n, n_par; estimation scale, the random-effect columns moved, the others at
     ``design``) and conditional covariances of the random effects there (n, k, k; NaN where
     the Hessian is not positive definite). Unconverged subjects are named in ``notes``."""
+    random = random_columns(run)
     g = Posterior(tightened(run), design, random)
     n, k = design.shape[0], random.size
     x = run.s_phi[:, random].copy()

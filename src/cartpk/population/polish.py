@@ -63,6 +63,8 @@ class Polished:
         remaining: the −2LL decrease the last quasi-Newton model still predicted (below
             ``TOLERANCE`` when converged; NaN when not polished).
         reason: why the estimates were not polished ("" when they were).
+        point: the modes, grid and −2LL at the polished estimates (None when not polished:
+            the steps after compute them).
     """
 
     run: SaemState
@@ -70,6 +72,7 @@ class Polished:
     gain: float
     remaining: float
     reason: str
+    point: Point | None = None
 
     def record(self) -> dict:
         return {
@@ -131,7 +134,7 @@ def polish(run: SaemState) -> Polished:
         new = space.gradient(here, v, free, h)
         C = bfgs(C, moved, 0.5 * (new - g))
         g = new
-    return Polished(here.run, steps, start - here.m2ll, float(remaining), "")
+    return Polished(here.run, steps, start - here.m2ll, float(remaining), "", here)
 
 
 def not_polished(run: SaemState, reason: str) -> Polished:
@@ -161,26 +164,28 @@ def bfgs(C: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Point:
-    """A run with its conditional modes, quadrature grid, the data term at the nodes
-    (log p(y_i | phi), (n, m)) and the −2LL there."""
+    """A run with its conditional modes and covariances (and the notes of the mode search),
+    quadrature grid, the data term at the nodes (log p(y_i | phi), (n, m)) and the −2LL by
+    quadrature there."""
 
     run: SaemState
     modes: np.ndarray
+    covariances: np.ndarray
+    notes: list[str]
     grid: Grid
     data: np.ndarray
     m2ll: float
 
     @classmethod
     def at(cls, run: SaemState) -> Point:
-        d = run.design
-        design = d.mean(run.mu, run.theta)
+        design = run.design.mean(run.mu, run.theta)
         random = random_columns(run)
-        modes, covariances = conditional_modes(run, design, random, [])
-        sd = np.sqrt(np.maximum(run.s_phi_sq - run.s_phi**2, 0.0))
-        grid = Grid.at(run, modes, covariances, sd)
+        notes: list[str] = []
+        modes, covariances = conditional_modes(run, design, notes)
+        grid = Grid.at(run, modes, covariances, run.chain_sd)
         data = data_log(run, design, grid.x, random)
         m2ll = grid.m2ll(data + log_prior(run, design, grid.x, random))
-        return cls(run, modes, grid, data, m2ll)
+        return cls(run, modes, covariances, notes, grid, data, m2ll)
 
 
 class Space:

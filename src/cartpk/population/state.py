@@ -78,6 +78,11 @@ class SaemState:
             kernels.m2ll_rows(nat, subjects, *self.observation_args, out[rows])
         return np.where(np.isfinite(out), out, np.inf)
 
+    @property
+    def chain_sd(self) -> np.ndarray:
+        """Each subject's conditional SDs of phi from the chain (n, n_par)."""
+        return np.sqrt(np.maximum(self.s_phi_sq - self.s_phi**2, 0.0))
+
     def collapsed(self) -> list[int]:
         """Indices (model parameter order) of random effects whose SD ended below
         ``COLLAPSED``: the data do not determine them; they are reported without an SE."""
