@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,18 @@ import pytest
 from references import vegf_radau
 
 from cartpk import likelihood, solve
-from cartpk.kernels import codes, integrate, threads
+from cartpk.kernels import (
+    BATCH_KERNELS,
+    MODEL_KERNELS,
+    SOLVING,
+    ModelKernels,
+    codes,
+    contract,
+    integrate,
+    method_argument,
+    threads,
+)
+from cartpk.kernels import exposure as exposure_kernels
 from cartpk.model import SCALES, SOLVERS, Model
 from cartpk.solve import solve_batch
 
@@ -26,6 +38,56 @@ def test_one_kernel_compile_serves_every_model(stein: Model, vegf: Model, target
         solve_batch(model, None, times=[0.0, 5.0, 30.0])
     # the three models (2, 4 and 4 states) share one compiled solve_batch
     assert len(integrate.solve_batch.signatures) == 1
+
+
+def test_each_solving_kernel_prepares_only_its_methods_solver(stein: Model) -> None:
+    """A solving kernel called with a method fills that method's solver slot and no other:
+    a closed-form fit does not compile the integrators."""
+    fresh = ModelKernels(stein.kernels.compiled, stein.kernels.dims)
+    slots = [contract.SOLVER_CLOSED, contract.SOLVER_INTEGRATED]
+    assert list(fresh.functions[slots]) == [0, 0]
+    p, times = stein.pack({}), np.array([0.0, 10.0, 30.0])
+    out, status = np.empty((3, 1)), np.zeros(1, dtype=np.int64)
+    no_doses = (np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), np.zeros(2, np.int64))
+    t_off = np.array([0, 3])
+    fresh.solve_batch(p, times, t_off, *no_doses, codes.METHOD_CLOSED, 1e-8, 1e-10, 1000,
+                      out, status, np.empty(1))  # fmt: skip
+    assert (
+        fresh.functions[contract.SOLVER_CLOSED] == integrate.solver(contract.SOLVER_CLOSED).address
+    )
+    assert fresh.functions[contract.SOLVER_INTEGRATED] == 0
+    assert status[0] == codes.STATUS_OK
+    closed = out.copy()
+    fresh.solve_batch(p, times, t_off, *no_doses, codes.METHOD_DOPRI5, 1e-10, 1e-12, 10_000,
+                      out, status, np.empty(1))  # fmt: skip
+    assert fresh.functions[contract.SOLVER_INTEGRATED] != 0
+    np.testing.assert_allclose(out, closed, rtol=1e-7)
+
+
+def test_every_solving_kernel_names_its_method_and_exposure_solves_alone() -> None:
+    kernels = {**MODEL_KERNELS, **BATCH_KERNELS}
+    assert set(SOLVING) <= set(kernels)
+    for name in SOLVING:
+        position, in_array = method_argument(kernels[name])
+        names = list(inspect.signature(kernels[name].py_func).parameters)[2:]
+        assert names[position] == ("solver" if in_array else "method")
+    # the one kernel left out integrates on its own, never through solve_subject
+    assert set(kernels) - set(SOLVING) == {"exposure_batch"}
+    assert "solve_subject" not in inspect.getsource(exposure_kernels)
+
+
+def test_an_unprepared_solver_is_a_status_not_a_crash(stein: Model) -> None:
+    """The raw kernel with an empty solver slot reports STATUS_NO_SOLVER for the subject."""
+    functions = stein.kernels.functions.copy()
+    functions[contract.SOLVER_CLOSED] = 0
+    status, fail = np.zeros(1, dtype=np.int64), np.empty(1)
+    out = np.empty((2, 1))
+    no_doses = (np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), np.zeros(2, np.int64))
+    integrate.solve_batch(functions, stein.kernels.dims, stein.pack({}), np.array([1.0, 5.0]),
+                          np.array([0, 2]), *no_doses, codes.METHOD_CLOSED, 1e-8, 1e-10, 100,
+                          out, status, fail, 0, 1)  # fmt: skip
+    assert status[0] == codes.STATUS_NO_SOLVER
+    assert np.isnan(out).all()
 
 
 KERNELS_DIR = Path(integrate.__file__).resolve().parent
@@ -158,7 +220,12 @@ def test_method_codes_are_one_table() -> None:
 
 
 def test_status_reasons_cover_every_failure_code() -> None:
-    failures = {codes.STATUS_MAX_STEPS, codes.STATUS_STEP_UNDERFLOW, codes.STATUS_NOT_FINITE}
+    failures = {
+        codes.STATUS_MAX_STEPS,
+        codes.STATUS_STEP_UNDERFLOW,
+        codes.STATUS_NOT_FINITE,
+        codes.STATUS_NO_SOLVER,
+    }
     assert set(solve.STATUS_REASONS) == failures
     assert codes.STATUS_OK not in failures
 

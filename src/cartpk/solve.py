@@ -30,7 +30,13 @@ from .data import numeric, sort_order
 from .dose_units import check_dose_table
 from .dosing import DOSE, DOSE_ITEMS, RESET_DOSE, check_records, dose_events, ragged
 from .errors import NOT_FINITE, DataError, SolverError, fail
-from .kernels.codes import METHODS, STATUS_MAX_STEPS, STATUS_NOT_FINITE, STATUS_STEP_UNDERFLOW
+from .kernels.codes import (
+    METHODS,
+    STATUS_MAX_STEPS,
+    STATUS_NO_SOLVER,
+    STATUS_NOT_FINITE,
+    STATUS_STEP_UNDERFLOW,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -52,6 +58,10 @@ STATUS_REASONS = {
     STATUS_NOT_FINITE: (
         "non-finite state or right-hand side",
         "check the parameter values (a state may have left the domain of log, sqrt or **)",
+    ),
+    STATUS_NO_SOLVER: (
+        "the method's compiled solver was not prepared",
+        "this is a bug in cartpk: please report it",
     ),
 }
 

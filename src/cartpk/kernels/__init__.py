@@ -20,6 +20,7 @@ write ``model.kernels.solve_batch(p, ...)``.
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,23 @@ BATCH_KERNELS = {
     "mh_batch": mcmc.mh_batch,
 }
 
+#: The kernels that solve subjects through the compiled solvers (``integrate.solver``).
+#: Before each call their wrapper prepares the solver of the method they are given
+#: (:meth:`ModelKernels.prepare`); exposure_batch integrates on its own.
+SOLVING = ("m2ll_one", "residuals_one", "solve_batch", "m2ll_batch", "points_batch",
+           "m2ll_rows", "mh_batch")  # fmt: skip
+
+
+def method_argument(kernel: Any) -> tuple[int, bool]:
+    """Where a solving kernel takes its method, counted after the model's two arguments:
+    (position, True for a ``solver`` array whose first entry is the method code, False for
+    a ``method`` code)."""
+    names = list(inspect.signature(kernel.py_func).parameters)[2:]
+    for position, name in enumerate(names):
+        if name in ("solver", "method"):
+            return position, name == "solver"
+    raise TypeError(f"kernel {kernel.__name__} takes no 'solver' or 'method' argument")
+
 
 def _run_batch(kernel: Any, functions: np.ndarray, dims: np.ndarray, *args: Any) -> None:
     """``kernel`` over all items (the rows of ``args[0]``), on threads."""
@@ -79,7 +97,8 @@ class ModelKernels:
 
     ``functions`` is the model's tuple of compiled functions (numba cfuncs; the kernels take
     the int64 array of their addresses, kept as ``functions``), ``dims`` its sizes (see
-    :mod:`cartpk.kernels.contract`) and ``path`` the file they were compiled from;
+    :mod:`cartpk.kernels.contract`; the array also holds the kernels' solvers, see
+    :meth:`prepare`) and ``path`` the file they were compiled from;
     ``n_states``, ``n_outputs`` and ``n_breaks`` repeat them as ints. The model's own
     functions can be called from Python on float64 arrays with ``initial(p, y0)``,
     ``rhs(t, y, p, dydt)``, ``outputs(t, y, p, out)``, ``breakpoints(p, tb)``,
@@ -91,16 +110,39 @@ class ModelKernels:
 
     def __init__(self, functions: tuple, dims: np.ndarray, path: str | None = None) -> None:
         self.compiled = functions  # the cfuncs: they must live as long as their addresses
-        self.functions = np.array([f.address for f in functions], dtype=np.int64)
+        self.functions = np.zeros(contract.N_ADDRESSES, dtype=np.int64)
+        for slot, function in enumerate(functions):
+            self.functions[slot] = function.address
         self.path = path
         self.dims = np.ascontiguousarray(dims, dtype=np.int64)
         self.n_states = int(self.dims[N_STATES])
         self.n_outputs = int(self.dims[N_OUTPUTS])
         self.n_breaks = int(self.dims[N_BREAKS])
         for name, kernel in MODEL_KERNELS.items():
-            setattr(self, name, partial(kernel, self.functions, self.dims))
+            self._bind(name, kernel, partial(kernel, self.functions, self.dims))
         for name, kernel in BATCH_KERNELS.items():
-            setattr(self, name, partial(_run_batch, kernel, self.functions, self.dims))
+            self._bind(name, kernel, partial(_run_batch, kernel, self.functions, self.dims))
+
+    def _bind(self, name: str, kernel: Any, call: Any) -> None:
+        if name not in SOLVING:
+            setattr(self, name, call)
+            return
+        position, in_array = method_argument(kernel)
+
+        def solving(*args: Any) -> Any:
+            method = args[position]
+            self.prepare(int(method[0] if in_array else method))
+            return call(*args)
+
+        solving.__doc__ = kernel.__doc__
+        setattr(self, name, solving)
+
+    def prepare(self, method: int) -> None:
+        """Make the compiled solver for ``method`` (a ``codes.METHOD_*``) reachable from the
+        kernels: compiled (or loaded from the cache) on first use in the process."""
+        slot = integrate.solver_slot(method)
+        if self.functions[slot] == 0:
+            self.functions[slot] = integrate.solver(slot).address
 
     def _call(self, slot: int, t: float, amt: float, p, y, out) -> None:
         arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in (p, y)]

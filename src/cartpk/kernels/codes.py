@@ -23,6 +23,7 @@ STATUS_OK = 0
 STATUS_MAX_STEPS = 1
 STATUS_STEP_UNDERFLOW = 2
 STATUS_NOT_FINITE = 3
+STATUS_NO_SOLVER = 4  # the method's compiled solver was not prepared (a cartpk bug)
 
 #: Residual error models of an observation row.
 KIND_LOG = 0

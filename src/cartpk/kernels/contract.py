@@ -48,8 +48,13 @@ SIGNATURE = "void(float64, float64, CPointer(float64), CPointer(float64), CPoint
 
 #: Positions of the model functions in the address array the kernels take.
 INITIAL, RHS, OUTPUTS, BREAKPOINTS, DOSE, SOLUTION = 0, 1, 2, 3, 4, 5
+#: After them, the kernels' own compiled solvers (``integrate.solver``): the closed form's
+#: and the integrators'; 0 until prepared. Then the length of the array.
+SOLVER_CLOSED, SOLVER_INTEGRATED = 6, 7
+N_ADDRESSES = 8
 #: Positions in ``dims``.
 N_STATES, N_OUTPUTS, N_BREAKS, DOSE_COLUMN = 0, 1, 2, 3
+N_DIMS = 4
 
 
 @intrinsic
@@ -85,6 +90,31 @@ def call_at(typingctx, where, t, amt, p, y, out):
         double = ir.DoubleType()
         c_type = ir.FunctionType(ir.VoidType(), [double, double] + [double.as_pointer()] * 3)
         builder.call(builder.inttoptr(args[0], c_type.as_pointer()), args[1:])
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def call_c(typingctx, where, args):
+    """Call the C function ``void(...)`` at address ``where`` (an int64) with the values of
+    the tuple ``args`` (numbers and pointers), each passed as its C type: one indirect call.
+
+    How the kernels reach the solver compiled once as a ``cfunc`` (``integrate.solver``)
+    without linking its code into each of them.
+    """
+    if not isinstance(where, types.Integer):
+        raise numba.core.errors.TypingError(f"call_c() needs an integer address, got {where}")
+    if not isinstance(args, types.BaseTuple) or not all(
+        isinstance(arg, (types.Number, types.CPointer)) for arg in args
+    ):
+        raise numba.core.errors.TypingError(f"call_c() needs numbers and pointers, got {args}")
+    signature = types.void(where, args)
+
+    def codegen(context, builder, sig, llargs):
+        values = [builder.extract_value(llargs[1], k) for k in range(len(args))]
+        c_type = ir.FunctionType(ir.VoidType(), [value.type for value in values])
+        builder.call(builder.inttoptr(llargs[0], c_type.as_pointer()), values)
         return context.get_dummy_value()
 
     return signature, codegen

@@ -58,10 +58,12 @@ division by zero gives inf/NaN, caught as a status, never an exception on a work
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
 import numpy as np
+from numba import types
 
 from .codes import (
     METHOD_AUTO,
@@ -69,6 +71,7 @@ from .codes import (
     METHOD_DOPRI5,
     METHOD_RODAS,
     STATUS_MAX_STEPS,
+    STATUS_NO_SOLVER,
     STATUS_NOT_FINITE,
     STATUS_OK,
     STATUS_STEP_UNDERFLOW,
@@ -78,12 +81,18 @@ from .contract import (
     DOSE,
     DOSE_COLUMN,
     INITIAL,
+    N_ADDRESSES,
     N_BREAKS,
+    N_DIMS,
     N_OUTPUTS,
     N_STATES,
     OUTPUTS,
     SOLUTION,
+    SOLVER_CLOSED,
+    SOLVER_INTEGRATED,
+    address,
     call,
+    call_c,
 )
 from .dopri5 import ORDER as DOPRI5_ORDER
 from .dopri5 import STIFF_HLAMBDA, stiffness
@@ -363,17 +372,11 @@ def span_doses(d_time, d_amt, d_reset, origin, end, first):
     return d_time[keep] - origin, d_amt[keep], opening
 
 
-# Inlined into its callers (numba IR): compiled on its own, this thin layer would make numba
-# re-optimise the whole solver graph linked under it once more (seconds of a cold start).
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def solve_subject(model, dims, p, times, out, d_time, d_amt, d_reset, method, rtol, atol,
-                  max_steps):  # fmt: skip
-    """One subject's outputs at ``times`` (sorted, days) into ``out``; (status, fail time).
-
-    A dose flagged in ``d_reset`` starts the subject afresh (see the module notes): each span
-    between resets is solved on its own. auto: a span that fails all the same is solved
-    again from its start with Rodas.
-    """
+def _solve_subject(once, model, dims, p, times, out, d_time, d_amt, d_reset, method, rtol,
+                   atol, max_steps):  # fmt: skip
+    """:func:`solve_subject`'s work, with ``once`` (:func:`_closed_once` or
+    :func:`_integrated_once`) for each span between resets."""
     starts = reset_times(d_time, d_reset)
     j = 0
     for k in range(starts.size + 1):
@@ -394,8 +397,8 @@ def solve_subject(model, dims, p, times, out, d_time, d_amt, d_reset, method, rt
             t_span = times[j:j_end] - origin
         tried = method
         while True:  # one call site: the solver is compiled (and inlined) once, not twice
-            code, when = _solve_once(model, dims, q, t_span, out[j:j_end], dt_span, da_span,
-                                     tried, rtol, atol, max_steps)  # fmt: skip
+            code, when = once(model, dims, q, t_span, out[j:j_end], dt_span, da_span, tried,
+                              rtol, atol, max_steps)  # fmt: skip
             if code == STATUS_OK or tried != METHOD_AUTO:
                 break
             tried = METHOD_RODAS
@@ -403,6 +406,129 @@ def solve_subject(model, dims, p, times, out, d_time, d_amt, d_reset, method, rt
             return code, when + origin
         j = j_end
     return STATUS_OK, np.nan
+
+
+#: The C signature of the compiled solver: model addresses, dims, p and its size, times and
+#: their number, out (n_times × the next value), doses (time, amount, reset) and their
+#: number, method, rtol, atol, max_steps, and a float64 pair for (status, fail time).
+SOLVER_SIGNATURE = types.void(
+    types.CPointer(types.int64),
+    types.CPointer(types.int64),
+    types.CPointer(types.float64),
+    types.int64,
+    types.CPointer(types.float64),
+    types.int64,
+    types.CPointer(types.float64),
+    types.int64,
+    types.CPointer(types.float64),
+    types.CPointer(types.float64),
+    types.CPointer(types.int64),
+    types.int64,
+    types.int64,
+    types.float64,
+    types.float64,
+    types.int64,
+    types.CPointer(types.float64),
+)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _solver_body(once, model, dims, p, n_p, times, n_t, out, n_cols, d_time, d_amt, d_reset,
+                 n_d, method, rtol, atol, max_steps, result):  # fmt: skip
+    """A solver cfunc's body: :func:`_solve_subject` on arrays over the pointers."""
+    code, when = _solve_subject(
+        once,
+        numba.carray(model, N_ADDRESSES),
+        numba.carray(dims, N_DIMS),
+        numba.carray(p, n_p),
+        numba.carray(times, n_t),
+        numba.carray(out, (n_t, n_cols)),
+        numba.carray(d_time, n_d),
+        numba.carray(d_amt, n_d),
+        numba.carray(d_reset, n_d),
+        method,
+        rtol,
+        atol,
+        max_steps,
+    )
+    pair = numba.carray(result, 2)
+    pair[0] = code
+    pair[1] = when
+
+
+def _closed_c(model, dims, p, n_p, times, n_t, out, n_cols, d_time, d_amt, d_reset, n_d,
+              method, rtol, atol, max_steps, result):  # fmt: skip
+    _solver_body(_closed_once, model, dims, p, n_p, times, n_t, out, n_cols, d_time, d_amt,
+                 d_reset, n_d, method, rtol, atol, max_steps, result)  # fmt: skip
+
+
+def _integrated_c(model, dims, p, n_p, times, n_t, out, n_cols, d_time, d_amt, d_reset, n_d,
+                  method, rtol, atol, max_steps, result):  # fmt: skip
+    _solver_body(_integrated_once, model, dims, p, n_p, times, n_t, out, n_cols, d_time,
+                 d_amt, d_reset, n_d, method, rtol, atol, max_steps, result)  # fmt: skip
+
+
+#: The two solvers compiled as C functions, by the slot of their address in ``model``.
+_SOLVER_BODIES = {SOLVER_CLOSED: _closed_c, SOLVER_INTEGRATED: _integrated_c}
+
+
+@functools.cache
+def solver(slot: int) -> numba.core.ccallback.CFunc:
+    """The solver for ``model[slot]`` (:data:`SOLVER_CLOSED` or :data:`SOLVER_INTEGRATED`)
+    compiled once, as a C function cached on disk with the kernels.
+
+    Every kernel that solves a subject calls it through its address (:func:`solve_subject`)
+    instead of linking the solver's code: numba re-optimises a kernel together with all the
+    code linked into it, which cost each such kernel 2–4 s of compile on a cold start. The
+    closed-form solver is small, so a model fitted by its closed form does not wait for the
+    integrators. Compiled on first use, not on import (:meth:`ModelKernels.prepare`).
+    """
+    return numba.cfunc(SOLVER_SIGNATURE, cache=True, error_model="numpy")(_SOLVER_BODIES[slot])
+
+
+def solver_slot(method: int) -> int:
+    """The slot in ``model`` of the solver that runs ``method`` (a ``codes.METHOD_*``)."""
+    return SOLVER_CLOSED if method == METHOD_CLOSED else SOLVER_INTEGRATED
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def solve_subject(model, dims, p, times, out, d_time, d_amt, d_reset, method, rtol, atol,
+                  max_steps):  # fmt: skip
+    """One subject's outputs at ``times`` (sorted, days) into ``out`` (C-contiguous rows);
+    (status, fail time).
+
+    A dose flagged in ``d_reset`` starts the subject afresh (see the module notes): each span
+    between resets is solved on its own. auto: a span that fails all the same is solved
+    again from its start with Rodas. Runs the compiled :func:`solver` through its address in
+    ``model``; STATUS_NO_SOLVER when that was not prepared.
+    """
+    pair = np.empty(2)
+    where = model[SOLVER_CLOSED] if method == METHOD_CLOSED else model[SOLVER_INTEGRATED]
+    if where == 0:
+        return STATUS_NO_SOLVER, np.nan
+    call_c(
+        where,
+        (
+            address(model),
+            address(dims),
+            address(p),
+            p.size,
+            address(times),
+            times.size,
+            address(out),
+            out.shape[1],
+            address(d_time),
+            address(d_amt),
+            address(d_reset),
+            d_time.size,
+            np.int64(method),
+            np.float64(rtol),
+            np.float64(atol),
+            np.int64(max_steps),
+            address(pair),
+        ),
+    )
+    return int(pair[0]), pair[1]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -421,9 +547,8 @@ def _day_zero(model, p, y, times, out, d_time, d_amt):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _solve_once(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, max_steps):
-    if method == METHOD_CLOSED:
-        return _closed_once(model, dims, p, times, out, d_time, d_amt)
+def _integrated_once(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, max_steps):
+    """One span (no resets) by dopri5, rodas or auto: outputs into ``out``; (status, time)."""
     W, J, E, piv, s, obuf = allocate(dims[N_STATES], dims[N_OUTPUTS])
     start(method, s)
     y = W[_Y]
@@ -448,8 +573,9 @@ def _solve_once(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, m
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _closed_once(model, dims, p, times, out, d_time, d_amt):
-    """``_solve_once`` by the model's closed form: no steps, so no step budget or rtol."""
+def _closed_once(model, dims, p, times, out, d_time, d_amt, method, rtol, atol, max_steps):
+    """:func:`_integrated_once` by the model's closed form: no steps, so ``method``, the
+    tolerances and the step budget are unused."""
     n = dims[N_STATES]
     y = np.empty(n)
     ys = np.empty(n)
