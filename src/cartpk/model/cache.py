@@ -77,7 +77,7 @@ def _note_kernel_compile() -> None:
     marker = cache_dir() / f"kernels-{digest.hexdigest()[:16]}.compiled"
     if not marker.is_file():
         COMPILE_NOTICE(
-            "compiling cartpk's kernels (first use after installation, one to two minutes; "
+            "compiling cartpk's kernels (first use after installation, 10 to 30 s per entry point; "
             "cached afterwards)"
         )
         _write_atomically(marker, "")
