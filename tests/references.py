@@ -11,6 +11,7 @@ tests/ to sys.path themselves.
 from __future__ import annotations
 
 import numpy as np
+from scipy import integrate, optimize, stats
 from scipy.integrate import solve_ivp
 
 STEIN_PARAMS = ("C0", "rho", "tmax", "Fb", "alpha", "beta")
@@ -107,6 +108,22 @@ def radau_split(rhs, y0, tmax: float, times, atol: float) -> np.ndarray:
     second = solve_ivp(rhs(False), (tmax, t[-1]), first.y[:, -1], **tight)
     assert first.success and second.success
     return np.where(t < tmax, first.sol(np.minimum(t, tmax)), second.sol(t))
+
+
+def marginal_m2ll_1d(m2ll, omega: float, half_width: float) -> float:
+    """One subject's marginal −2LL over one random effect, −2 log ∫ exp(−m2ll(e)/2)
+    N(e; 0, omega²) de, by scipy quad (relative tolerance 1e-10) over the mode ± ``half_width``
+    (the mode found by scipy's scalar minimiser on m2ll(e) + (e/omega)²); ``m2ll`` is the
+    data −2LL at the random effect e."""
+    mode = optimize.minimize_scalar(lambda e: m2ll(e) + (e / omega) ** 2).x
+    peak = m2ll(mode)
+
+    def integrand(e: float) -> float:
+        return np.exp(-0.5 * (m2ll(e) - peak)) * stats.norm.pdf(e, 0.0, omega)
+
+    lo, hi = mode - half_width, mode + half_width
+    value, _ = integrate.quad(integrand, lo, hi, points=[mode], epsabs=0, epsrel=1e-10)
+    return float(-2 * np.log(value) + peak)
 
 
 def central_hessian(fun, x: np.ndarray, step: float = 1e-4) -> np.ndarray:

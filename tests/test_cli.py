@@ -229,7 +229,7 @@ def test_demo_rrmm_runs(tmp_path: Path) -> None:
 
 def test_demo_nmosd_runs(tmp_path: Path) -> None:
     """``cartpk demo nmosd`` prints the fit, the recovery table and the seed checks and
-    writes its figure (the numbers are checked in tests/test_nmosd_trial.py)."""
+    writes its figure (the numbers are checked in tests/population/test_nmosd_trial.py)."""
     figure = tmp_path / "nmosd.png"
     result = run_cli("demo", "nmosd", "--figure", str(figure))
     assert result.returncode == 0, result.stderr

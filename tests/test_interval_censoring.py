@@ -15,8 +15,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from references import STEIN_PARAMS, stein_level
-from scipy import integrate, optimize, stats
+from references import STEIN_PARAMS, marginal_m2ll_1d, stein_level
+from scipy import optimize, stats
 
 from cartpk import fit
 from cartpk.data import read_dataset
@@ -334,14 +334,7 @@ def marginal_quad(g: pd.DataFrame, c0: float, omega: float, sigma: float) -> flo
         z_l = np.where(np.isnan(limit), -np.inf, z_l / sigma)
         return sum(hand_m2ll(a, b) for a, b in zip(z_l, z_u, strict=True))
 
-    mode = optimize.minimize_scalar(lambda e: m2ll(e) + (e / omega) ** 2).x
-    peak = m2ll(mode)
-
-    def integrand(e: float) -> float:
-        return np.exp(-0.5 * (m2ll(e) - peak)) * stats.norm.pdf(e, 0.0, omega)
-
-    value, _ = integrate.quad(integrand, mode - 2.5, mode + 2.5, points=[mode], epsrel=1e-10)
-    return float(-2 * np.log(value) + peak)
+    return marginal_m2ll_1d(m2ll, omega, 2.5)
 
 
 def test_population_fit_to_titres() -> None:

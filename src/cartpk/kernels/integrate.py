@@ -14,7 +14,7 @@ Methods (``codes.METHODS``)
   piece (its branch time, below), so branch conditions read the piece's branch as the
   right-hand side does. Like NONMEM's ADVAN closed forms or rxode2's linCmt(), exact to
   rounding and tens of times faster than integrating; a model's [solution] is held
-  against its equations by the tests (tests/test_solution.py for ck_stein).
+  against its equations by the tests (tests/kernels/test_solution.py for ck_stein).
 * auto: dopri5 with its stiffness test after every accepted step (Hairer's ``dopri5.f``:
   h·λ > 3.25 fifteen times, six non-stiff steps in a row cancel the count); once a
   subject's problem is found stiff it continues with Rodas from that step to its end. The

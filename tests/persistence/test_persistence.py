@@ -219,7 +219,7 @@ def test_cli_prints_the_table_and_writes_the_figure(tmp_path):
     import sys
     from pathlib import Path
 
-    data = Path(__file__).resolve().parents[1] / "data" / "phase1_trial.csv"
+    data = Path(__file__).resolve().parents[2] / "data" / "phase1_trial.csv"
     figure, table = tmp_path / "km.png", tmp_path / "table.csv"
     args = [sys.executable, "-m", "cartpk.cli", "persistence", str(data), "--analyte", "CART"]
     args += ["--landmarks", "180,365,730", "--by", "DOSE", "--plot", str(figure)]
@@ -277,7 +277,7 @@ def test_km_band_is_seeded_and_brackets_the_truth():
 
 
 def test_fitted_subject_persistence_is_the_closed_form_at_its_estimates():
-    data = ck.read_dataset(Path(__file__).resolve().parents[1] / "data" / "phase1_trial.csv")
+    data = ck.read_dataset(Path(__file__).resolve().parents[2] / "data" / "phase1_trial.csv")
     fit = ck.fit("ck_stein", data, id=3)
     found = fit.persistence(10.0, horizon=5000.0)
     e = fit.estimates

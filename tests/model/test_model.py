@@ -23,7 +23,7 @@ from cartpk.errors import ModelError
 from cartpk.model import Model, list_models, load_model
 
 BUILTINS = ["ck_blineage", "ck_crs", "ck_nk", "ck_stein", "ck_target", "ck_vegf"]
-README = Path(__file__).resolve().parents[1] / "models" / "README.md"
+README = Path(__file__).resolve().parents[2] / "models" / "README.md"
 
 # A valid model that the error tests edit one line at a time.
 MINIMAL = """

@@ -20,7 +20,7 @@ from cartpk.model import load_model
 from cartpk.model.parameter_sets import list_parameter_sets, load_parameter_set
 from cartpk.scenarios import CMAX_CEILING, Population, check_parameter_set
 
-PRIORS = Path(__file__).resolve().parents[1] / "data" / "bcma_cart_priors.csv"
+PRIORS = Path(__file__).resolve().parents[2] / "data" / "bcma_cart_priors.csv"
 SETS = ("tisa-cel", "cilta-cel", "bcma-kq2003")
 
 MODEL = """

@@ -21,7 +21,7 @@ from cartpk.scenarios import Population
 from cartpk.scenarios.escalation import DoseEscalation
 
 DOSES = (1e6, 2e6, 3e6)
-TRIAL = Path(__file__).resolve().parents[1] / "data" / "phase1_trial.csv"
+TRIAL = Path(__file__).resolve().parents[2] / "data" / "phase1_trial.csv"
 
 
 class KnownLogistic:

@@ -20,7 +20,7 @@ from scripts import load_script
 from cartpk import exposure, read_dataset, simulate
 from cartpk.model import Model, load_model
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 METHODS = ["dopri5", "rodas"]
 TIMES = np.array([0, 1, 2, 3, 5, 7, 8.5, 10, 12.71, 14, 21, 28, 56, 90, 180, 365.0])
 OUTPUTS = ["CART", "IL6", "IFNG", "MPROT"]

@@ -1,6 +1,6 @@
 """Issue 4 validation: individual ck_stein fits recover the truth they were simulated from.
 
-Every data set is simulated with the closed form of ck_stein (tests/test_fit.py ``stein``)
+Every data set is simulated with the closed form of ck_stein (tests/references.py ``stein_level``)
 at the 13 sampling days, with multiplicative log-normal noise; the references are the
 truth, an independent closed-form likelihood minimised by scipy, and hand calculations.
 The truth has tmax between two sampling days: with tmax on a sampling day (day 10, as in

@@ -25,7 +25,7 @@ PHASE1_OMEGA = {"C0": 0.5, "rho": 0.15, "tmax": 0.2, "Fb": 0.5, "alpha": 0.3, "b
 #: peaks up to 1e21 copies/ug, a stress test for the stiff retry and failure reporting.
 HEAVY_OMEGA = {"C0": 1.75, "rho": 0.64, "tmax": 0.62, "Fb": 0.89, "alpha": 0.95, "beta": 0.93}
 STEIN = ["C0", "rho", "tmax_param", "Fb", "alpha", "beta", "dose_exp"]
-TRIAL = Path(__file__).resolve().parents[1] / "data" / "phase1_trial.csv"
+TRIAL = Path(__file__).resolve().parents[2] / "data" / "phase1_trial.csv"
 
 DECAY = """
 [model]
