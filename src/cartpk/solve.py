@@ -303,14 +303,14 @@ def _is_real(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class Subjects:
+class PackedSubjects:
     """Subjects built from user input: labels and the packed ``p`` matrix."""
 
     ids: list[Any]
     p: np.ndarray
 
 
-def subjects(model: Model, params: Any, covariates: Any) -> Subjects:
+def subjects(model: Model, params: Any, covariates: Any) -> PackedSubjects:
     """Build and check subjects from ``params`` and ``covariates`` (see :func:`simulate`)."""
     if params is None:
         params = {}
@@ -328,7 +328,7 @@ def subjects(model: Model, params: Any, covariates: Any) -> Subjects:
     if p.shape[0] != len(ids):
         p = np.repeat(p, len(ids), axis=0)
     _check_values(model, ids, p)
-    return Subjects(ids, p)
+    return PackedSubjects(ids, p)
 
 
 def _known(model: Model) -> str:

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import DataError, FitError
-from .inputs import Subjects, checked_subjects
+from .inputs import ExposureOutcomes, checked_subjects
 from .result import ExposureResponse, cutpoints
 
 __all__ = ["exposure_response"]
@@ -174,7 +174,7 @@ def exposure_response(
         raise ValueError(f"log_base {log_base!r}: expected a number > 1, e.g. 2, 10 or math.e")
     if not (isinstance(level, int | float | np.number) and 0 < level < 1):
         raise ValueError(f"level {level!r}: expected a number between 0 and 1, e.g. 0.95")
-    subjects: Subjects = checked_subjects(table, exposure, outcome, by, kind)
+    subjects: ExposureOutcomes = checked_subjects(table, exposure, outcome, by, kind)
     z = np.log(subjects.exposure) / math.log(log_base)
     y = subjects.outcome
     what = f"{outcome} on {_log_label(log_base)}({exposure})"

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..errors import DataError
 
-__all__ = ["ID_COLUMN", "KINDS", "Subjects", "checked_subjects"]
+__all__ = ["ID_COLUMN", "KINDS", "ExposureOutcomes", "checked_subjects"]
 
 #: The optional subject identifier column (one row per subject: duplicates are refused).
 ID_COLUMN = "ID"
@@ -27,7 +27,7 @@ KINDS = ("binary", "ordinal")
 
 
 @dataclass(frozen=True, eq=False)
-class Subjects:
+class ExposureOutcomes:
     """The checked columns of the subject table, as arrays (one entry per subject).
 
     Attributes:
@@ -151,7 +151,7 @@ def _checked_groups(table: pd.DataFrame, column: str, ids: np.ndarray | None) ->
 
 def checked_subjects(
     table: Any, exposure: str, outcome: str, by: str | None, kind: str | None
-) -> Subjects:
+) -> ExposureOutcomes:
     """Check the subject table (see the module docstring) and return its columns."""
     if not isinstance(table, pd.DataFrame):
         raise DataError(
@@ -177,4 +177,4 @@ def checked_subjects(
     values = _checked_exposure(table, exposure, ids)
     result, grades, kind = _checked_outcome(table, outcome, kind, ids)
     groups = _checked_groups(table, by, ids) if by is not None else None
-    return Subjects(ids, values, result, grades, kind, groups)
+    return ExposureOutcomes(ids, values, result, grades, kind, groups)
