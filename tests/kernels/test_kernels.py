@@ -61,6 +61,7 @@ def test_each_solving_kernel_prepares_only_its_methods_solver(stein: Model) -> N
     fresh.solve_batch(p, times, t_off, *no_doses, codes.METHOD_DOPRI5, 1e-10, 1e-12, 10_000,
                       out, status, np.empty(1))  # fmt: skip
     assert fresh.functions[contract.SOLVER_INTEGRATED] != 0
+    assert status[0] == codes.STATUS_OK
     np.testing.assert_allclose(out, closed, rtol=1e-7)
 
 

@@ -486,8 +486,10 @@ def solver(slot: int) -> numba.core.ccallback.CFunc:
     return numba.cfunc(SOLVER_SIGNATURE, cache=True, error_model="numpy")(_SOLVER_BODIES[slot])
 
 
+@numba.njit(cache=True, error_model="numpy")
 def solver_slot(method: int) -> int:
-    """The slot in ``model`` of the solver that runs ``method`` (a ``codes.METHOD_*``)."""
+    """The slot in ``model`` of the solver that runs ``method`` (a ``codes.METHOD_*``): the
+    one choice, for the kernels (:func:`solve_subject`) and for ``ModelKernels.prepare``."""
     return SOLVER_CLOSED if method == METHOD_CLOSED else SOLVER_INTEGRATED
 
 
@@ -503,7 +505,7 @@ def solve_subject(model, dims, p, times, out, d_time, d_amt, d_reset, method, rt
     ``model``; STATUS_NO_SOLVER when that was not prepared.
     """
     pair = np.empty(2)
-    where = model[SOLVER_CLOSED] if method == METHOD_CLOSED else model[SOLVER_INTEGRATED]
+    where = model[solver_slot(method)]
     if where == 0:
         return STATUS_NO_SOLVER, np.nan
     call_c(
